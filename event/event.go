@@ -1,0 +1,271 @@
+// Package event owns the notification event of the mailrelay contract (§3):
+// its Go type, its decoding and validation, and a helper that publishes it to
+// JetStream with the de-duplication header set. Publishing services import
+// this package so that they validate with exactly the code the relay uses.
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Type is a notification type. The subject of an event is SubjectPrefix + Type.
+type Type string
+
+// The five notification types of the contract.
+const (
+	TaskAssigned    Type = "task.assigned"
+	TaskDateChanged Type = "task.date_changed"
+	TaskComment     Type = "task.comment"
+	TaskBlocked     Type = "task.blocked"
+	Mention         Type = "mention"
+)
+
+// Types lists every notification type, in the contract's order.
+var Types = []Type{TaskAssigned, TaskDateChanged, TaskComment, TaskBlocked, Mention}
+
+// Valid reports whether t is one of the five types.
+func (t Type) Valid() bool {
+	for _, v := range Types {
+		if t == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Subject is the NATS subject events of this type are published on.
+func (t Type) Subject() string { return SubjectPrefix + string(t) }
+
+const (
+	// SubjectPrefix starts every event subject.
+	SubjectPrefix = "notify."
+	// DefaultMaxBytes is the default size limit of one encoded event (64 KiB).
+	DefaultMaxBytes = 64 << 10
+)
+
+// Sentinel errors. Validation errors wrap ErrInvalid, so errors.Is(err,
+// ErrInvalid) tells a contract violation from any other failure.
+var (
+	// ErrInvalid is wrapped by every error that says an event breaks §3.
+	ErrInvalid = errors.New("invalid event")
+)
+
+// Event is one notification for one recipient.
+type Event struct {
+	ID         string     `json:"id"`
+	Type       Type       `json:"type"`
+	OccurredAt time.Time  `json:"occurred_at"`
+	Workspace  *Workspace `json:"workspace,omitempty"`
+	Recipient  Recipient  `json:"recipient"`
+	Actor      *Actor     `json:"actor,omitempty"`
+	Task       Task       `json:"task"`
+	Comment    *Comment   `json:"comment,omitempty"`
+	Change     *Change    `json:"change,omitempty"`
+	BlockedBy  *TaskRef   `json:"blocked_by,omitempty"`
+}
+
+// Workspace is where the task lives.
+type Workspace struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// Recipient is the user the notification is for.
+type Recipient struct {
+	ID    string `json:"id"`
+	Email string `json:"email,omitempty"`
+	Name  string `json:"name,omitempty"`
+}
+
+// Actor is the user whose action caused the notification.
+type Actor struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// Task is the task the notification is about.
+type Task struct {
+	ID      string `json:"id"`
+	Title   string `json:"title"`
+	Project string `json:"project,omitempty"`
+}
+
+// TaskRef names another task (the blocking one of task.blocked).
+type TaskRef struct {
+	ID    string `json:"id,omitempty"`
+	Title string `json:"title,omitempty"`
+}
+
+// Comment is the comment of task.comment, or the text that mentions the
+// recipient for mention.
+type Comment struct {
+	ID   string `json:"id,omitempty"`
+	Body string `json:"body"`
+}
+
+// Change is the date change of task.date_changed. From and To are dates
+// (YYYY-MM-DD) or nil for "not set".
+type Change struct {
+	Field string  `json:"field"`
+	From  *string `json:"from"`
+	To    *string `json:"to"`
+}
+
+var (
+	idPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	taskIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+)
+
+// ValidID reports whether s may be a notification or user id.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// ValidTaskID reports whether s may be a task id.
+func ValidTaskID(s string) bool { return taskIDPattern.MatchString(s) }
+
+// Decode parses and validates one message. subject is the NATS subject the
+// message was published on ("" skips the subject check), maxBytes the size
+// limit (0 means DefaultMaxBytes).
+//
+// On a contract violation the error wraps ErrInvalid, and the returned
+// event, when not nil, holds whatever could be decoded: its ID is usable
+// (ValidID) if the caller wants to record the failure under it.
+func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	if len(data) > maxBytes {
+		return partialID(data), invalidf("event is %d bytes, over the limit of %d", len(data), maxBytes)
+	}
+	if !utf8.Valid(data) {
+		return nil, invalidf("event is not valid UTF-8")
+	}
+	var ev Event
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&ev); err != nil {
+		return partialID(data), invalidf("event is not valid JSON for the schema: %v", err)
+	}
+	if dec.More() {
+		return partialID(data), invalidf("event has trailing data after the JSON object")
+	}
+	if err := ev.Validate(); err != nil {
+		return &ev, err
+	}
+	if subject != "" && subject != ev.Type.Subject() {
+		return &ev, invalidf("type %q does not match subject %q", ev.Type, subject)
+	}
+	return &ev, nil
+}
+
+// partialID recovers the id of a message that did not decode whole, so that
+// its failure can be recorded under that id when it is a valid one.
+func partialID(data []byte) *Event {
+	var probe struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &probe) != nil || !ValidID(probe.ID) {
+		return nil
+	}
+	return &Event{ID: probe.ID}
+}
+
+// Validate checks the event against the rules of the contract's §3 (all but
+// the size and subject rules, which need the raw message). The error names
+// the first field that breaks a rule and wraps ErrInvalid.
+func (e *Event) Validate() error {
+	switch {
+	case e.ID == "":
+		return invalidf("id is required")
+	case !ValidID(e.ID):
+		return invalidf("id must match ^[A-Za-z0-9_-]{1,128}$")
+	case e.Type == "":
+		return invalidf("type is required")
+	case !e.Type.Valid():
+		return invalidf("type %q is not one of %s", truncate(string(e.Type), 64), typeList())
+	case e.OccurredAt.IsZero():
+		return invalidf("occurred_at is required (RFC 3339)")
+	case e.Recipient.ID == "":
+		return invalidf("recipient.id is required")
+	case !ValidID(e.Recipient.ID):
+		return invalidf("recipient.id must match ^[A-Za-z0-9_-]{1,128}$")
+	case e.Task.ID == "":
+		return invalidf("task.id is required")
+	case !ValidTaskID(e.Task.ID):
+		return invalidf("task.id must match ^[A-Za-z0-9_.-]{1,128}$")
+	case strings.TrimSpace(e.Task.Title) == "":
+		return invalidf("task.title is required")
+	}
+	if e.Recipient.Email != "" {
+		if err := checkAddress(e.Recipient.Email); err != nil {
+			return err
+		}
+	}
+	switch e.Type {
+	case TaskComment, Mention:
+		if e.Comment == nil || strings.TrimSpace(e.Comment.Body) == "" {
+			return invalidf("comment.body is required for %s", e.Type)
+		}
+	case TaskDateChanged:
+		if e.Change == nil {
+			return invalidf("change is required for %s", e.Type)
+		}
+		if e.Change.Field != "planned_start" && e.Change.Field != "planned_end" {
+			return invalidf("change.field must be planned_start or planned_end")
+		}
+		for name, d := range map[string]*string{"change.from": e.Change.From, "change.to": e.Change.To} {
+			if d != nil && !validDate(*d) {
+				return invalidf("%s must be a date (YYYY-MM-DD or RFC 3339) or null", name)
+			}
+		}
+	}
+	return nil
+}
+
+// checkAddress accepts one bare address (no display name, no list).
+func checkAddress(s string) error {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s || strings.ContainsAny(s, "\r\n") {
+		return invalidf("recipient.email is not an email address")
+	}
+	return nil
+}
+
+func validDate(s string) bool {
+	if _, err := time.Parse(time.DateOnly, s); err == nil {
+		return true
+	}
+	_, err := time.Parse(time.RFC3339, s)
+	return err == nil
+}
+
+// HasEmail reports whether the recipient has an address to mail.
+func (e *Event) HasEmail() bool { return e.Recipient.Email != "" }
+
+func typeList() string {
+	s := make([]string, len(Types))
+	for i, t := range Types {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ", ")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
