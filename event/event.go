@@ -135,8 +135,8 @@ func ValidTaskID(s string) bool { return taskIDPattern.MatchString(s) }
 // limit (0 means DefaultMaxBytes).
 //
 // On a contract violation the error wraps ErrInvalid, and the returned
-// event, when not nil, holds whatever could be decoded: its ID is usable
-// (ValidID) if the caller wants to record the failure under it.
+// event, when not nil, holds whatever could be decoded and always has a
+// usable ID (ValidID), under which the caller may record the failure.
 func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
@@ -156,6 +156,9 @@ func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
 		return partialID(data), invalidf("event has trailing data after the JSON object")
 	}
 	if err := ev.Validate(); err != nil {
+		if !ValidID(ev.ID) {
+			return nil, err
+		}
 		return &ev, err
 	}
 	if subject != "" && subject != ev.Type.Subject() {

@@ -1,0 +1,41 @@
+// Command mailrelay relays notification events from NATS JetStream to
+// email. See the README for the contract it implements.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mailrelay:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for wrong usage, 1 for everything else.
+func exitCode(err error) int {
+	if _, ok := err.(usageError); ok {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks a command line the parser refused.
+type usageError struct{ error }
+
+// env bundles what run gets from the process, so tests can supply their own.
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}

@@ -1,0 +1,106 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mailrelay/mailrelay/state"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// writeTimeout bounds one ledger write while applying an outcome. Outcomes
+// are applied with a context of their own, so a shutdown never leaves a
+// sent mail unrecorded.
+const writeTimeout = 5 * time.Second
+
+// Apply carries out an outcome: the ledger write first, then the action.
+// A failed write turns an ack or term into a nak (the delivery comes back
+// and decides again), except after a send: the mail is out, so the delivery
+// is acked and the ledger keeps the claim, which a redelivery treats as a
+// crash after sending.
+func (h *Handler) Apply(msg jetstream.Msg, out Outcome) error {
+	if out.Record != nil && out.Key != "" {
+		if err := h.write(out); err != nil {
+			h.log.Error("ledger write failed", zap.String("event_id", out.EventID),
+				zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+			if !(out.Action == Ack && out.Record.State == state.Sent) {
+				out.Action, out.Delay, out.Reason = Nak, h.cfg.LedgerRetryDelay, "ledger write failed"
+			}
+		}
+	}
+	h.logOutcome(out)
+	h.obs.Outcome(out)
+	switch out.Action {
+	case Ack:
+		return msg.Ack()
+	case Term:
+		return msg.TermWithReason(out.Reason)
+	default:
+		if out.Delay > 0 {
+			return msg.NakWithDelay(out.Delay)
+		}
+		return msg.Nak()
+	}
+}
+
+func (h *Handler) write(out Outcome) error {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		if out.CreateOnly {
+			_, err = h.ledger.Swap(ctx, out.Key, *out.Record, 0)
+			if errors.Is(err, state.ErrConflict) {
+				err = h.ledger.Put(ctx, out.FallbackKey, *out.Record)
+			}
+		} else {
+			err = h.ledger.Put(ctx, out.Key, *out.Record)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func (h *Handler) logOutcome(out Outcome) {
+	fields := []zap.Field{
+		zap.String("event_id", out.EventID), zap.String("type", out.Type),
+		zap.Uint64("stream_seq", out.StreamSeq), zap.Int("deliveries", out.Delivered),
+		zap.String("decision", out.Action.String()), zap.String("reason", out.Reason),
+	}
+	if out.Record != nil {
+		fields = append(fields, zap.String("state", string(out.Record.State)), zap.Int("attempts", out.Record.Attempts))
+	}
+	if out.Action == Nak && out.Delay > 0 {
+		fields = append(fields, zap.Duration("delay", out.Delay))
+	}
+	switch {
+	case out.Record != nil && (out.Record.State == state.Invalid || out.Record.State == state.InboxOnly):
+		h.log.Warn("notification", fields...)
+	case out.Action == Nak:
+		h.log.Warn("notification", fields...)
+	default:
+		h.log.Info("notification", fields...)
+	}
+}
+
+// Observer receives what the consumer does, for metrics.
+type Observer interface {
+	Outcome(out Outcome)
+	Sent(d time.Duration, err error)
+	InFlight(delta int)
+	Advisory(result string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Outcome(Outcome)           {}
+func (nopObserver) Sent(time.Duration, error) {}
+func (nopObserver) InFlight(int)              {}
+func (nopObserver) Advisory(string)           {}

@@ -1,0 +1,329 @@
+// Package consumer turns deliveries of the NOTIFY stream into mail. The
+// Handler decides what to do with one delivery (contract §4's rules, in
+// order); Apply carries the decision out (ledger write, then ack, nak or
+// term); Runner pulls from the durable consumer and runs a bounded number of
+// deliveries at once; Advisories turns max-deliveries advisories into
+// inbox_only records.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mailrelay/mailrelay/compose"
+	"github.com/mailrelay/mailrelay/event"
+	"github.com/mailrelay/mailrelay/provision"
+	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/transport"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Sender hands one composed message to the mail backend. It returns nil only
+// when the backend accepted the message. A *transport.Error with Temporary
+// false is a permanent rejection; every other error is temporary.
+type Sender interface {
+	Send(ctx context.Context, m *compose.Message) error
+}
+
+// Prefs answers whether a user wants email for a notification type.
+type Prefs interface {
+	EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error)
+}
+
+// Ledger is the per-notification state store (notify_email_state).
+type Ledger interface {
+	Get(ctx context.Context, key string) (state.Record, uint64, error)
+	Put(ctx context.Context, key string, rec state.Record) error
+	Swap(ctx context.Context, key string, rec state.Record, rev uint64) (uint64, error)
+}
+
+// ComposeFunc composes the mail of an event at a given time.
+type ComposeFunc func(ev *event.Event, now time.Time) (*compose.Message, error)
+
+// Action is what happens to a delivery once its outcome is recorded.
+type Action int
+
+// The three ways a delivery ends.
+const (
+	Ack  Action = iota // done: never delivered again
+	Nak                // delivered again after Outcome.Delay
+	Term               // not delivered again; the ledger holds why
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ack:
+		return "ack"
+	case Nak:
+		return "nak"
+	case Term:
+		return "term"
+	}
+	return "unknown"
+}
+
+// Outcome is the decision for one delivery: the ledger write (if any) and
+// the action that follows it.
+type Outcome struct {
+	Action Action
+	Delay  time.Duration // before the next delivery, for Nak
+	Reason string        // why: logged, and the term reason
+
+	Key    string        // ledger key; "" when nothing is written
+	Record *state.Record // the record to write under Key
+	// CreateOnly writes Record only if Key has no record yet, and under
+	// FallbackKey otherwise (an invalid message never overwrites a state).
+	CreateOnly  bool
+	FallbackKey string
+
+	EventID   string
+	Type      string
+	StreamSeq uint64
+	Delivered int
+}
+
+// Config tunes the handler.
+type Config struct {
+	// RetryDelays are the delays before attempt 2 and attempt 3 after a
+	// temporary failure; one value serves both. Default 30s, 2m.
+	RetryDelays []time.Duration
+	// AckWait of the consumer: a claim older than this (plus SendTimeout)
+	// belongs to a delivery that died.
+	AckWait time.Duration
+	// SendTimeout bounds one send to the backend; 0 means none beyond ctx.
+	SendTimeout time.Duration
+	// StaleAfter: a notification older than this is skipped_stale; 0 disables.
+	StaleAfter time.Duration
+	// MaxEventBytes is the event size limit (0: event.DefaultMaxBytes).
+	MaxEventBytes int
+	// Configured is false when no transport is configured (smtp without host).
+	Configured bool
+	// LedgerRetryDelay is the delay before redelivery when the ledger or
+	// the preferences cannot be read. Default 5s.
+	LedgerRetryDelay time.Duration
+}
+
+func (c *Config) defaults() {
+	if len(c.RetryDelays) == 0 {
+		c.RetryDelays = []time.Duration{30 * time.Second, 2 * time.Minute}
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.LedgerRetryDelay <= 0 {
+		c.LedgerRetryDelay = 5 * time.Second
+	}
+}
+
+// Handler decides what becomes of each delivery. It is safe for concurrent use.
+type Handler struct {
+	cfg     Config
+	sender  Sender
+	prefs   Prefs
+	ledger  Ledger
+	compose ComposeFunc
+	now     func() time.Time
+	log     *zap.Logger
+	obs     Observer
+	limiter Limiter
+}
+
+// Limiter paces sends (MAILRELAY_MAX_RATE and back-pressure).
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
+
+// WithLogger sets the logger.
+func WithLogger(l *zap.Logger) Option { return func(h *Handler) { h.log = l } }
+
+// WithObserver receives outcomes and send timings (metrics).
+func WithObserver(o Observer) Option { return func(h *Handler) { h.obs = o } }
+
+// WithLimiter paces sends.
+func WithLimiter(l Limiter) Option { return func(h *Handler) { h.limiter = l } }
+
+// NewHandler returns a Handler. sender may be nil when cfg.Configured is false.
+func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose ComposeFunc, opts ...Option) *Handler {
+	cfg.defaults()
+	h := &Handler{cfg: cfg, sender: sender, prefs: prefs, ledger: ledger, compose: compose,
+		now: time.Now, log: zap.NewNop(), obs: nopObserver{}}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// retryDelay is the delay after a temporary failure of attempt n (1-based).
+func (h *Handler) retryDelay(n int) time.Duration {
+	d := h.cfg.RetryDelays
+	if n-1 < len(d) {
+		return d[max(n-1, 0)]
+	}
+	return d[len(d)-1]
+}
+
+// claimTTL is how long a "sending" claim of another delivery is respected.
+func (h *Handler) claimTTL() time.Duration { return h.cfg.AckWait + h.cfg.SendTimeout }
+
+// Handle makes the decision for one delivery. The only side effects before
+// the returned Outcome is applied are the claim written just before a send
+// and the send itself.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Outcome{Action: Term, Reason: "not a JetStream delivery: " + err.Error()}
+	}
+	seq, n := meta.Sequence.Stream, int(meta.NumDelivered)
+	var ev *event.Event
+	defer func() {
+		// A poison message (one that panics composing, say) is contained:
+		// recorded invalid, terminated, and the relay keeps running.
+		if p := recover(); p != nil {
+			h.log.Error("panic while handling a notification", zap.Uint64("stream_seq", seq), zap.Any("panic", p), zap.Stack("stack"))
+			out = h.invalid(ev, seq, n, fmt.Errorf("%w: processing panicked: %v", event.ErrInvalid, p))
+		}
+	}()
+
+	ev, err = event.Decode(msg.Subject(), msg.Data(), h.cfg.MaxEventBytes)
+	if err != nil {
+		return h.invalid(ev, seq, n, err)
+	}
+	base := Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}
+
+	rec, rev, err := h.ledger.Get(ctx, ev.ID)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+	}
+	if rec.State.Done() {
+		base.Key = ""
+		return base.with(Ack, "already "+string(rec.State))
+	}
+
+	now := h.now()
+	next := state.Record{Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: rec.Attempts,
+		StreamSeq: seq, UpdatedAt: now, MessageID: rec.MessageID}
+	settle := func(s state.State, reason string) Outcome {
+		next.State, next.Error = s, ""
+		o := base.with(Ack, reason)
+		o.Record = &next
+		return o
+	}
+
+	if h.cfg.StaleAfter > 0 && now.Sub(ev.OccurredAt) > h.cfg.StaleAfter {
+		return settle(state.SkippedStale, fmt.Sprintf("older than %s", h.cfg.StaleAfter))
+	}
+	on, err := h.prefs.EmailEnabled(ctx, ev.Recipient.ID, ev.Type)
+	if err != nil {
+		return base.later(h.cfg.LedgerRetryDelay, "preferences unavailable: "+err.Error())
+	}
+	if !on {
+		return settle(state.SkippedOptedOut, "email is off for this user and type")
+	}
+	if !ev.HasEmail() {
+		return settle(state.SkippedNoEmail, "recipient has no email address")
+	}
+	if !h.cfg.Configured {
+		return settle(state.SkippedNotConfigured, "no mail transport is configured")
+	}
+	if rec.State == state.Sending && rec.StreamSeq != seq && now.Sub(rec.UpdatedAt) < h.claimTTL() {
+		// Another copy of this notification (published twice under
+		// different Nats-Msg-Ids) is being sent right now.
+		return base.later(h.retryDelay(1), "another delivery of this notification is sending it")
+	}
+
+	m, err := h.compose(ev, now)
+	if err != nil {
+		return h.invalid(ev, seq, n, fmt.Errorf("%w: compose: %v", event.ErrInvalid, err))
+	}
+
+	claim := next
+	claim.State, claim.Attempts, claim.MessageID, claim.Error = state.Sending, rec.Attempts+1, m.MessageID, rec.Error
+	if _, err := h.ledger.Swap(ctx, ev.ID, claim, rev); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			return base.later(h.retryDelay(1), "another delivery of this notification changed its state")
+		}
+		return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+	}
+	next = claim
+
+	err = h.send(ctx, m)
+	out = base
+	out.Record = &next
+	switch {
+	case err == nil:
+		next.State, next.Error = state.Sent, ""
+		out.Action, out.Reason = Ack, "sent"
+	case ctx.Err() != nil:
+		// Shutting down mid-send: the attempt counts, the message comes back at once.
+		next.State, next.Error = state.Retrying, "interrupted by shutdown: "+err.Error()
+		out.Action, out.Reason = Nak, "shutdown"
+	case transport.IsPermanent(err):
+		next.State, next.Error = state.InboxOnly, err.Error()
+		out.Action, out.Reason = Term, "permanent failure: "+err.Error()
+	case n >= provision.MaxDeliver:
+		next.State, next.Error = state.InboxOnly, err.Error()
+		out.Action, out.Reason = Term, fmt.Sprintf("attempts exhausted (%d): %v", n, err)
+	default:
+		next.State, next.Error = state.Retrying, err.Error()
+		out.Action, out.Delay, out.Reason = Nak, h.retryDelay(n), "temporary failure: "+err.Error()
+	}
+	return out
+}
+
+func (h *Handler) send(ctx context.Context, m *compose.Message) error {
+	if h.limiter != nil {
+		if err := h.limiter.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	if h.cfg.SendTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.cfg.SendTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	err := h.sender.Send(ctx, m)
+	h.obs.Sent(time.Since(start), err)
+	return err
+}
+
+// invalid records a contract violation: under the event id when it is
+// usable and has no state yet, else under seq.<n>; then term.
+func (h *Handler) invalid(ev *event.Event, seq uint64, n int, err error) Outcome {
+	reason := strings.TrimPrefix(err.Error(), event.ErrInvalid.Error()+": ")
+	rec := &state.Record{State: state.Invalid, Error: reason, UpdatedAt: h.now(), StreamSeq: seq}
+	o := Outcome{Action: Term, Reason: "invalid: " + reason, Record: rec, StreamSeq: seq, Delivered: n,
+		Key: state.SeqKey(seq)}
+	if ev != nil && event.ValidID(ev.ID) {
+		o.EventID, o.Key, o.CreateOnly, o.FallbackKey = ev.ID, ev.ID, true, state.SeqKey(seq)
+		if ev.Type.Valid() {
+			rec.Type, o.Type = string(ev.Type), string(ev.Type)
+		}
+		if event.ValidID(ev.Recipient.ID) {
+			rec.Recipient = ev.Recipient.ID
+		}
+	}
+	return o
+}
+
+func (o Outcome) with(a Action, reason string) Outcome {
+	o.Action, o.Reason = a, reason
+	return o
+}
+
+// later is a nak after d with nothing written.
+func (o Outcome) later(d time.Duration, reason string) Outcome {
+	o.Key, o.Record = "", nil
+	o.Action, o.Delay, o.Reason = Nak, d, reason
+	return o
+}

@@ -1,0 +1,166 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Runner pulls deliveries from the durable consumer and handles up to
+// Concurrency of them at once. It never holds more messages than it can
+// work on plus one pull batch, so memory stays flat however long the backlog.
+type Runner struct {
+	cons            jetstream.Consumer
+	h               *Handler
+	concurrency     int
+	shutdownTimeout time.Duration
+	log             *zap.Logger
+	bound           atomic.Bool
+}
+
+// NewRunner returns a Runner over cons.
+func NewRunner(cons jetstream.Consumer, h *Handler, concurrency int, shutdownTimeout time.Duration) *Runner {
+	if concurrency <= 0 {
+		concurrency = 8
+	}
+	if shutdownTimeout <= 0 {
+		shutdownTimeout = 25 * time.Second
+	}
+	return &Runner{cons: cons, h: h, concurrency: concurrency, shutdownTimeout: shutdownTimeout, log: h.log}
+}
+
+// Bound reports whether the runner is pulling from the consumer.
+func (r *Runner) Bound() bool { return r.bound.Load() }
+
+// Run consumes until ctx ends, then stops pulling, releases the deliveries
+// it holds but has not started (nak, for immediate redelivery elsewhere),
+// and lets the ones in flight finish within the shutdown timeout; after it,
+// their sends are cancelled and they are released too. It returns nil after
+// a clean stop, or the error that ended consuming.
+func (r *Runner) Run(ctx context.Context) error {
+	it, err := r.cons.Messages(jetstream.PullMaxMessages(r.concurrency))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", "mailrelay", err)
+	}
+	r.bound.Store(true)
+	defer r.bound.Store(false)
+	stopDrain := context.AfterFunc(ctx, it.Drain)
+	defer stopDrain()
+
+	// work lives past ctx so that in-flight sends can finish after a stop.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	sem := make(chan struct{}, r.concurrency)
+	var wg sync.WaitGroup
+	var runErr error
+
+loop:
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		msg, err := it.Next()
+		if err != nil {
+			<-sem
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() == nil {
+					runErr = fmt.Errorf("consumer stopped: %w", err)
+				}
+				break loop
+			}
+			r.log.Warn("pull failed", zap.Error(err))
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				runErr = fmt.Errorf("consumer gone: %w", err)
+				it.Stop()
+				break loop
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			_ = msg.Nak() // buffered after the stop: release at once
+			<-sem
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.process(work, msg)
+		}()
+	}
+
+	// Release whatever the iterator still buffers.
+	it.Drain()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(50 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		_ = msg.Nak()
+	}
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(r.shutdownTimeout):
+		r.log.Warn("shutdown timeout: cancelling sends in flight", zap.Duration("timeout", r.shutdownTimeout))
+		cancelWork()
+		<-done
+	}
+	return runErr
+}
+
+// process handles one delivery, keeping it from redelivery (InProgress)
+// while it runs longer than a fraction of AckWait.
+func (r *Runner) process(ctx context.Context, msg jetstream.Msg) {
+	r.h.obs.InFlight(1)
+	defer r.h.obs.InFlight(-1)
+	stop := keepAlive(msg, r.h.cfg.AckWait/3)
+	out := r.h.Handle(ctx, msg)
+	stop()
+	if err := r.h.Apply(msg, out); err != nil {
+		r.log.Warn("ack failed", zap.String("event_id", out.EventID), zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+	}
+}
+
+// keepAlive sends InProgress every interval until stopped.
+func keepAlive(msg jetstream.Msg, interval time.Duration) (stop func()) {
+	if interval <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	var tick func()
+	tick = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		t.Reset(interval)
+	}
+	mu.Lock()
+	t = time.AfterFunc(interval, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}

@@ -1,0 +1,169 @@
+// Package metrics owns mailrelay's Prometheus metrics: it implements the
+// consumer's Observer and polls the durable consumer's figures.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mailrelay/mailrelay/consumer"
+	"github.com/mailrelay/mailrelay/transport"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the registry and every collector.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	notifications *prometheus.CounterVec
+	decisions     *prometheus.CounterVec
+	sendSeconds   prometheus.Histogram
+	smtpErrors    *prometheus.CounterVec
+	inFlight      prometheus.Gauge
+	retries       prometheus.Counter
+	advisories    *prometheus.CounterVec
+	pending       prometheus.Gauge
+	ackPending    prometheus.Gauge
+	redelivered   prometheus.Gauge
+
+	mu       sync.Mutex
+	lastSend LastSend
+	info     ConsumerFigures
+}
+
+// LastSend is the time and result of the most recent send.
+type LastSend struct {
+	At     time.Time `json:"at"`
+	Result string    `json:"result"`
+}
+
+// ConsumerFigures are the durable consumer's live counts.
+type ConsumerFigures struct {
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+}
+
+// New registers every metric on a fresh registry, with build info.
+func New(version string) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_notifications_total",
+			Help: "Notifications handled, by type and the state recorded."}, []string{"type", "state"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_decisions_total",
+			Help: "Deliveries ended, by action (ack, nak, term)."}, []string{"decision"}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mailrelay_smtp_send_seconds",
+			Help: "Time to hand one message to the mail backend.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		smtpErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_smtp_errors_total",
+			Help: "Failed sends, by class (temporary, permanent) and SMTP code (0: none)."}, []string{"class", "code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_in_flight",
+			Help: "Notifications being handled now."}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_retries_total",
+			Help: "Deliveries released for a later retry."}),
+		advisories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_advisories_total",
+			Help: "Max-deliveries advisories handled, by result."}, []string{"result"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_pending",
+			Help: "Messages of NOTIFY not yet delivered to the mailrelay consumer."}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_ack_pending",
+			Help: "Deliveries waiting for an ack."}),
+		redelivered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_redelivered",
+			Help: "Deliveries that were redelivered and are not yet acked."}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_build_info",
+		Help: "Build information.", ConstLabels: prometheus.Labels{"version": version}})
+	build.Set(1)
+	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
+		m.advisories, m.pending, m.ackPending, m.redelivered, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Outcome implements consumer.Observer.
+func (m *Metrics) Outcome(out consumer.Outcome) {
+	m.decisions.WithLabelValues(out.Action.String()).Inc()
+	if out.Action == consumer.Nak {
+		m.retries.Inc()
+	}
+	if out.Record != nil {
+		typ := out.Type
+		if typ == "" {
+			typ = "unknown"
+		}
+		m.notifications.WithLabelValues(typ, string(out.Record.State)).Inc()
+	}
+}
+
+// Sent implements consumer.Observer.
+func (m *Metrics) Sent(d time.Duration, err error) {
+	m.sendSeconds.Observe(d.Seconds())
+	result := "ok"
+	if err != nil {
+		class, code := "temporary", 0
+		var te *transport.Error
+		if errors.As(err, &te) {
+			code = te.Code
+			if !te.Temporary {
+				class = "permanent"
+			}
+		}
+		m.smtpErrors.WithLabelValues(class, strconv.Itoa(code)).Inc()
+		result = class + " failure"
+		if code != 0 {
+			result += " " + strconv.Itoa(code)
+		}
+	}
+	m.mu.Lock()
+	m.lastSend = LastSend{At: time.Now().UTC(), Result: result}
+	m.mu.Unlock()
+}
+
+// InFlight implements consumer.Observer.
+func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
+
+// Advisory implements consumer.Observer.
+func (m *Metrics) Advisory(result string) { m.advisories.WithLabelValues(result).Inc() }
+
+// Last returns the most recent send, zero when none.
+func (m *Metrics) Last() LastSend {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastSend
+}
+
+// Figures returns the consumer figures last polled.
+func (m *Metrics) Figures() ConsumerFigures {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.info
+}
+
+// PollConsumer refreshes the consumer gauges every interval until ctx ends.
+func (m *Metrics) PollConsumer(ctx context.Context, c jetstream.Consumer, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, interval)
+		info, err := c.Info(ictx)
+		cancel()
+		if err == nil {
+			f := ConsumerFigures{Pending: info.NumPending, AckPending: info.NumAckPending, Redelivered: info.NumRedelivered}
+			m.pending.Set(float64(f.Pending))
+			m.ackPending.Set(float64(f.AckPending))
+			m.redelivered.Set(float64(f.Redelivered))
+			m.mu.Lock()
+			m.info = f
+			m.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,343 @@
+// Package relay assembles a running mailrelay from its configuration: the
+// NATS connection (or an embedded server), provisioning, the mail backend,
+// the consumer, the advisory processor and the HTTP endpoints, and stops
+// them in order.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mailrelay/mailrelay/compose"
+	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/consumer"
+	"github.com/mailrelay/mailrelay/embedded"
+	"github.com/mailrelay/mailrelay/event"
+	"github.com/mailrelay/mailrelay/httpapi"
+	"github.com/mailrelay/mailrelay/metrics"
+	"github.com/mailrelay/mailrelay/prefs"
+	"github.com/mailrelay/mailrelay/provision"
+	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/transport"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+)
+
+// Options of one relay process beyond the environment.
+type Options struct {
+	Embedded bool      // run an in-process JetStream server
+	Stdout   io.Writer // the console backend writes here
+	Version  string
+	Log      *zap.Logger
+}
+
+// Run runs the relay until ctx ends, then stops cleanly.
+func Run(ctx context.Context, cfg *config.Config, o Options) error {
+	log := o.Log
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	composeCfg, err := ComposeConfig(cfg)
+	if err != nil {
+		return err
+	}
+	sender, err := NewSender(cfg, o.Stdout, log)
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+
+	if o.Embedded {
+		srv, err := startEmbedded(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		log.Info("embedded JetStream server running", zap.String("url", srv.ClientURL()), zap.String("data_dir", cfg.JetStream.DataDir))
+	}
+
+	nc, err := Connect(cfg.NATS, "mailrelay", log, true)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	h, err := provisionUntil(ctx, js, ProvisionOptions(cfg), log)
+	if err != nil {
+		return err
+	}
+	log.Info("provisioned", zap.String("stream", provision.Stream), zap.String("consumer", provision.Consumer),
+		zap.Int("replicas", cfg.JetStream.Replicas))
+
+	m := metrics.New(o.Version)
+	hopts := []consumer.Option{consumer.WithLogger(log), consumer.WithObserver(m)}
+	if cfg.Relay.MaxRate > 0 {
+		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
+	}
+	handler := consumer.NewHandler(consumer.Config{
+		RetryDelays:   cfg.Relay.RetryDelays,
+		AckWait:       cfg.JetStream.AckWait,
+		SendTimeout:   2 * cfg.Email.Timeout,
+		StaleAfter:    cfg.Relay.StaleAfter,
+		MaxEventBytes: cfg.Relay.MaxEventBytes,
+		Configured:    cfg.Configured(),
+	}, sender, prefs.New(h.Prefs), state.New(h.State), func(ev *event.Event, now time.Time) (*compose.Message, error) {
+		return compose.Compose(ev, composeCfg, now)
+	}, hopts...)
+	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
+	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
+
+	ready := func() bool { return nc.IsConnected() && runner.Bound() }
+	api := httpapi.Handler(httpapi.Config{
+		Ready:      ready,
+		AdminToken: cfg.HTTP.AdminToken.Reveal(),
+		Registry:   m.Registry,
+		Log:        log,
+		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
+	})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := httpapi.Serve(gctx, cfg.HTTP.Addr, api, log)
+		if err != nil {
+			return fmt.Errorf("http listener %s: %w", cfg.HTTP.Addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error { m.PollConsumer(gctx, h.Consumer, 5*time.Second); return nil })
+	g.Go(func() error { return keepRunning(gctx, "advisories", log, advisories.Run) })
+	g.Go(func() error {
+		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
+		return keepRunning(gctx, "consumer", log, func(ctx context.Context) error {
+			if err := runner.Run(ctx); err != nil {
+				// the consumer may have been deleted: provision again before the retry
+				if _, perr := provision.Provision(ctx, js, ProvisionOptions(cfg)); perr != nil {
+					log.Warn("re-provision failed", zap.Error(perr))
+				}
+				return err
+			}
+			return nil
+		})
+	})
+	err = g.Wait()
+	// Flush acks and naks before the connection closes.
+	_ = nc.Drain()
+	log.Info("stopped")
+	return err
+}
+
+// liveStatus is the §7 JSON plus live figures.
+type liveStatus struct {
+	config.Status
+	metrics.ConsumerFigures
+	LastSend metrics.LastSend `json:"last_send"`
+}
+
+// keepRunning runs f again (with a growing pause) whenever it fails, until
+// ctx ends.
+func keepRunning(ctx context.Context, name string, log *zap.Logger, f func(context.Context) error) error {
+	pause := 250 * time.Millisecond
+	for {
+		err := f(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn(name+" stopped, restarting", zap.Error(err), zap.Duration("pause", pause))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 10*time.Second)
+	}
+}
+
+// provisionUntil provisions, retrying while the server is unreachable or
+// not ready, until ctx ends.
+func provisionUntil(ctx context.Context, js jetstream.JetStream, po provision.Options, log *zap.Logger) (*provision.Handles, error) {
+	pause := 250 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		h, err := provision.Provision(pctx, js, po)
+		cancel()
+		if err == nil {
+			return h, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (while: %v)", ctx.Err(), err)
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code != 503 && apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10008 {
+			return nil, err // a real refusal: bad config, permissions
+		}
+		log.Warn("JetStream not ready, retrying", zap.Error(err), zap.Duration("pause", pause))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
+}
+
+// ProvisionOptions maps the configuration to provisioning options.
+func ProvisionOptions(cfg *config.Config) provision.Options {
+	return provision.Options{
+		Replicas:          cfg.JetStream.Replicas,
+		MaxAge:            cfg.JetStream.MaxAge,
+		DuplicateWindow:   cfg.JetStream.DuplicateWindow,
+		AckWait:           cfg.JetStream.AckWait,
+		StateTTL:          cfg.JetStream.StateTTL,
+		RetryUntilTimeout: cfg.JetStream.Replicas > 1,
+	}
+}
+
+// ComposeConfig builds and validates the composer's configuration, loading
+// templates (a broken one refuses start-up, naming file and line).
+func ComposeConfig(cfg *config.Config) (compose.Config, error) {
+	tpl, err := compose.LoadTemplates(cfg.Message.TemplateDir)
+	if err != nil {
+		return compose.Config{}, fmt.Errorf("MAILRELAY_TEMPLATE_DIR: %w", err)
+	}
+	name, addr := cfg.FromAddress()
+	c := compose.Config{
+		From:       compose.Address{Name: name, Email: addr},
+		BaseURL:    cfg.Message.FrontendBaseURL,
+		ListID:     cfg.Message.ListID,
+		SnippetMax: cfg.Message.SnippetMax,
+		Templates:  tpl,
+	}
+	if err := c.Validate(); err != nil {
+		return compose.Config{}, err
+	}
+	return c, nil
+}
+
+// Sender is a mail backend.
+type Sender interface {
+	consumer.Sender
+	Close() error
+}
+
+// NewSender builds the configured backend. With the smtp backend and no
+// EMAIL_HOST it returns a backend that refuses to send (never called: such
+// notifications are skipped_not_configured).
+func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, error) {
+	switch cfg.Mode() {
+	case config.ModeConsole:
+		return transport.NewConsole(stdout), nil
+	case config.ModeFile:
+		return transport.NewFile(cfg.Email.FilePath)
+	case config.ModeDummy:
+		return transport.NewDummy(), nil
+	case config.ModeNotConfigured:
+		return transport.NewDummy(), nil
+	}
+	return transport.NewSMTP(SMTPConfig(cfg), log)
+}
+
+// SMTPConfig maps the configuration to the SMTP backend's.
+func SMTPConfig(cfg *config.Config) transport.SMTPConfig {
+	sec := transport.SecurityNone
+	switch cfg.Security() {
+	case config.SecuritySTARTTLS:
+		sec = transport.SecurityStartTLS
+	case config.SecuritySSL:
+		sec = transport.SecuritySSL
+	}
+	return transport.SMTPConfig{
+		Host:         cfg.Email.Host,
+		Port:         cfg.Email.Port,
+		Security:     sec,
+		Username:     cfg.Email.User,
+		Password:     cfg.Email.Password.Reveal(),
+		InsecureAuth: cfg.Email.InsecureAuth,
+		Timeout:      cfg.Email.Timeout,
+		PoolSize:     cfg.Relay.Concurrency,
+	}
+}
+
+func startEmbedded(cfg *config.Config) (interface {
+	Shutdown()
+	WaitForShutdown()
+	ClientURL() string
+}, error) {
+	servers := cfg.NATS.Servers()
+	if len(servers) == 0 {
+		return nil, errors.New("NATS_URL: empty")
+	}
+	host, port, err := embedded.HostPort(servers[0])
+	if err != nil {
+		return nil, err
+	}
+	srv, err := embedded.Start(embedded.Options{Host: host, Port: port, StoreDir: cfg.JetStream.DataDir, Name: "mailrelay-embedded"})
+	if err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// Connect dials NATS with the configured credentials. With wait, it keeps
+// trying in the background when the server is not up yet, and always
+// reconnects after a loss.
+func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+	}
+	if wait {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
+	switch {
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY: %w", err)
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password.Reveal()))
+	case c.Token.IsSet():
+		opts = append(opts, nats.Token(c.Token.Reveal()))
+	}
+	if c.CA != "" {
+		opts = append(opts, nats.RootCAs(c.CA))
+	}
+	if c.Cert != "" {
+		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
+	}
+	nc, err := nats.Connect(joinURLs(c.Servers()), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	return nc, nil
+}
+
+func joinURLs(urls []string) string {
+	s := ""
+	for i, u := range urls {
+		if i > 0 {
+			s += ","
+		}
+		s += u
+	}
+	return s
+}

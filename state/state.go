@@ -1,0 +1,138 @@
+// Package state owns the delivery ledger: the notify_email_state bucket that
+// records what became of each notification (contract §4), keyed by
+// notification id, or by "seq.<stream sequence>" for a message whose id is
+// unusable.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the name of the KV bucket holding the ledger.
+const Bucket = "notify_email_state"
+
+// State is what became of a notification.
+type State string
+
+// The states of the contract (§4), plus two working states that a record
+// passes through while a send is under way. Sending and Retrying are not
+// final: a later delivery of the same notification acts on them.
+const (
+	Sent                 State = "sent"
+	SkippedOptedOut      State = "skipped_opted_out"
+	SkippedNoEmail       State = "skipped_no_email"
+	SkippedNotConfigured State = "skipped_not_configured"
+	InboxOnly            State = "inbox_only"
+	Invalid              State = "invalid"
+	SkippedStale         State = "skipped_stale"
+
+	// Sending marks a notification claimed by one delivery that is talking
+	// to the mail backend now (an extension to the contract's table).
+	Sending State = "sending"
+	// Retrying marks a notification whose last attempt failed temporarily
+	// and that waits for its next delivery (an extension to the contract's table).
+	Retrying State = "retrying"
+)
+
+// Done reports whether the state is settled for good: no delivery of the
+// notification may mail it. Only sent and inbox_only are (contract §4); the
+// skipped states are re-evaluated when the message is delivered again.
+func (s State) Done() bool { return s == Sent || s == InboxOnly }
+
+// Final reports whether the state is an outcome rather than a working state.
+// The max-deliveries advisory does not overwrite a final state.
+func (s State) Final() bool { return s != Sending && s != Retrying && s != "" }
+
+// Record is the JSON value stored per notification.
+type Record struct {
+	State     State     `json:"state"`
+	Type      string    `json:"type,omitempty"`
+	Recipient string    `json:"recipient,omitempty"`
+	Attempts  int       `json:"attempts"`
+	Error     string    `json:"error,omitempty"`
+	MessageID string    `json:"message_id,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// StreamSeq is the stream sequence of the delivery that wrote the
+	// record; it tells a redelivery of the same message from a second
+	// copy of the same notification.
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+}
+
+// Errors returned by Store.
+var (
+	// ErrNotFound: the ledger has no record under that key.
+	ErrNotFound = errors.New("no state recorded")
+	// ErrConflict: a compare-and-set write lost against a concurrent writer.
+	ErrConflict = errors.New("state changed concurrently")
+)
+
+// SeqKey is the key of a record kept under a stream sequence.
+func SeqKey(seq uint64) string { return "seq." + strconv.FormatUint(seq, 10) }
+
+// Store is the ledger over a JetStream KV bucket.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// New wraps an opened notify_email_state bucket.
+func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// Get returns the record under key and its revision. It returns ErrNotFound
+// when there is none.
+func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("state get %q: %w", key, err)
+	}
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		// A record we cannot read is treated as absent, never as sent.
+		return Record{}, e.Revision(), nil
+	}
+	return r, e.Revision(), nil
+}
+
+// Put writes rec under key unconditionally.
+func (s *Store) Put(ctx context.Context, key string, rec Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("state encode %q: %w", key, err)
+	}
+	if _, err := s.kv.Put(ctx, key, b); err != nil {
+		return fmt.Errorf("state put %q: %w", key, err)
+	}
+	return nil
+}
+
+// Swap writes rec under key only if the key is still at revision rev (0:
+// only if the key has no record). It returns the new revision, or
+// ErrConflict when another writer got there first.
+func (s *Store) Swap(ctx context.Context, key string, rec Record, rev uint64) (uint64, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("state encode %q: %w", key, err)
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = s.kv.Create(ctx, key, b)
+	} else {
+		n, err = s.kv.Update(ctx, key, b, rev)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0, fmt.Errorf("state swap %q: %w", key, ErrConflict)
+	case err != nil:
+		return 0, fmt.Errorf("state swap %q: %w", key, err)
+	}
+	return n, nil
+}
