@@ -23,7 +23,7 @@ type Message struct {
 	Subject string
 	Date    time.Time
 	// MessageID, InReplyTo and References are full msg-id values,
-	// angle brackets included, e.g. "<n.01JD3N6Q@example.com>".
+	// angle brackets included, e.g. "<notify.01JD3N6Q@example.com>".
 	MessageID  string
 	InReplyTo  string
 	References string

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -257,6 +258,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 	next = claim
 
 	err = h.send(ctx, m)
+	why := failure(err)
 	out = base
 	out.Record = &next
 	switch {
@@ -265,19 +267,39 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 		out.Action, out.Reason = Ack, "sent"
 	case ctx.Err() != nil:
 		// Shutting down mid-send: the attempt counts, the message comes back at once.
-		next.State, next.Error = state.Retrying, "interrupted by shutdown: "+err.Error()
+		next.State, next.Error = state.Retrying, "interrupted by shutdown: "+why
 		out.Action, out.Reason = Nak, "shutdown"
 	case transport.IsPermanent(err):
-		next.State, next.Error = state.InboxOnly, err.Error()
-		out.Action, out.Reason = Term, "permanent failure: "+err.Error()
+		next.State, next.Error = state.InboxOnly, why
+		out.Action, out.Reason = Term, "permanent failure: "+why
 	case n >= provision.MaxDeliver:
-		next.State, next.Error = state.InboxOnly, err.Error()
-		out.Action, out.Reason = Term, fmt.Sprintf("attempts exhausted (%d): %v", n, err)
+		next.State, next.Error = state.InboxOnly, why
+		out.Action, out.Reason = Term, fmt.Sprintf("attempts exhausted (%d): %s", n, why)
 	default:
-		next.State, next.Error = state.Retrying, err.Error()
-		out.Action, out.Delay, out.Reason = Nak, h.retryDelay(n), "temporary failure: "+err.Error()
+		next.State, next.Error = state.Retrying, why
+		out.Action, out.Delay, out.Reason = Nak, h.retryDelay(n), "temporary failure: "+why
 	}
 	return out
+}
+
+// failure describes a send error for the ledger and the logs, leading with
+// the SMTP reply code when there is one.
+func failure(err error) string {
+	if err == nil {
+		return ""
+	}
+	text := err.Error()
+	var te *transport.Error
+	if errors.As(err, &te) && te.Code != 0 {
+		code := strconv.Itoa(te.Code)
+		if te.Enhanced != "" {
+			code += " " + te.Enhanced
+		}
+		if !strings.Contains(text, code) {
+			text = code + " " + text
+		}
+	}
+	return text
 }
 
 func (h *Handler) send(ctx context.Context, m *compose.Message) error {

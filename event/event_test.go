@@ -48,7 +48,9 @@ func TestDecode(t *testing.T) {
 		}, wantErr: "over the limit"},
 		{name: "missing id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "id") }) }, wantErr: "id is required", noID: true},
 		{name: "bad id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["id"] = "a b" }) }, wantErr: "id must match", noID: true},
-		{name: "id too long", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["id"] = strings.Repeat("a", 129) }) }, wantErr: "id must match", noID: true},
+		{name: "id too long", data: func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) { m["id"] = strings.Repeat("a", 129) })
+		}, wantErr: "id must match", noID: true},
 		{name: "unknown type", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["type"] = "task.deleted" }) }, wantErr: "not one of"},
 		{name: "missing occurred_at", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "occurred_at") }) }, wantErr: "occurred_at"},
 		{name: "bad occurred_at", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["occurred_at"] = "yesterday" }) }, wantErr: "not valid JSON"},

@@ -236,13 +236,21 @@ func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, e
 	case config.ModeConsole:
 		return transport.NewConsole(stdout), nil
 	case config.ModeFile:
-		return transport.NewFile(cfg.Email.FilePath)
+		f, err := transport.NewFile(cfg.Email.FilePath)
+		if err != nil {
+			return nil, fmt.Errorf("EMAIL_FILE_PATH: %w", err)
+		}
+		return f, nil
 	case config.ModeDummy:
 		return transport.NewDummy(), nil
 	case config.ModeNotConfigured:
 		return transport.NewDummy(), nil
 	}
-	return transport.NewSMTP(SMTPConfig(cfg), log)
+	s, err := transport.NewSMTP(SMTPConfig(cfg), log)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // SMTPConfig maps the configuration to the SMTP backend's.
@@ -295,7 +303,9 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", zap.Error(err))
+			if err != nil { // nil: a close we asked for
+				log.Warn("NATS disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("server", nc.ConnectedUrlRedacted()))

@@ -385,11 +385,6 @@ func TestCleanStopMidBacklog(t *testing.T) {
 		got := len(e.smtp.Messages())
 		return got >= n, fmt.Sprintf("%d of %d mails", got, n)
 	})
-	seen := map[string]int{}
-	for _, m := range e.smtp.Messages() {
-		seen[m.To[0]]++
-		_ = m
-	}
 	ids := map[string]int{}
 	for _, m := range e.smtp.Messages() {
 		for _, line := range strings.Split(string(m.Data), "\r\n") {

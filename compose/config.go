@@ -1,0 +1,137 @@
+package compose
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/url"
+	"strings"
+
+	"github.com/mailrelay/mailrelay/headers"
+)
+
+// Snippet bounds, in runes.
+const (
+	// DefaultSnippetMax is the snippet length used when Config.SnippetMax is 0.
+	DefaultSnippetMax = 280
+	// MaxSnippetMax is the largest snippet length; larger values are clamped.
+	MaxSnippetMax = 500
+)
+
+// Config is what Compose needs from the relay's configuration. It is passed
+// by value on every call; build it once at start-up and call Validate.
+type Config struct {
+	// From is DEFAULT_FROM_EMAIL parsed; Name is optional. Its domain names
+	// the Message-ID, the thread id and the default List-Id.
+	From Address
+	// BaseURL is FRONTEND_BASE_URL, "" when unset: an absolute http(s) URL
+	// of the web app, with or without a trailing "/". When set, the body
+	// carries the deep link and the footer the settings URL, and
+	// List-Unsubscribe is sent (with List-Unsubscribe-Post only for https).
+	BaseURL string
+	// ListID overrides the List-Id value; "" derives it from the From
+	// domain ("mailrelay notifications <notifications.DOMAIN>"). A value
+	// holding "<…>" is used whole; otherwise it is the list identifier.
+	ListID string
+	// SnippetMax bounds comment and mention snippets, in runes: 0 means
+	// DefaultSnippetMax, values over MaxSnippetMax are clamped to it.
+	SnippetMax int
+	// Templates holds the parsed wording; nil means the built-in templates.
+	Templates *Templates
+}
+
+// Validate reports every problem of c at once (errors joined, each wrapping
+// ErrConfig). Compose repeats the cheap checks on each call; call Validate
+// once at start-up for the thorough ones.
+func (c Config) Validate() error {
+	var errs []error
+	if err := checkFrom(c.From.Email); err != nil {
+		errs = append(errs, err)
+	} else if a, err := mail.ParseAddress(c.From.Email); err != nil || a.Address != c.From.Email {
+		errs = append(errs, fmt.Errorf("%w: from address %q is not an email address", ErrConfig, c.From.Email))
+	}
+	if c.BaseURL != "" {
+		if err := checkBaseURL(c.BaseURL); err != nil {
+			errs = append(errs, err)
+		} else if u, err := url.Parse(c.BaseURL); err != nil || u.Host == "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("%w: base URL %q must be an absolute http(s) URL with a host and no user info", ErrConfig, c.BaseURL))
+		}
+	}
+	if c.ListID != "" && headers.Sanitize(c.ListID, 0) != c.ListID {
+		errs = append(errs, fmt.Errorf("%w: list id %q holds control characters or stray spaces", ErrConfig, c.ListID))
+	}
+	if c.SnippetMax < 0 {
+		errs = append(errs, fmt.Errorf("%w: snippet max %d is negative", ErrConfig, c.SnippetMax))
+	}
+	return errors.Join(errs...)
+}
+
+// settings is a Config after the cheap checks, with derived values.
+type settings struct {
+	from       Address
+	domain     string
+	base       string // no trailing "/"
+	listID     string
+	unsub      string
+	oneClick   bool
+	snippetMax int
+	templates  *Templates
+}
+
+// normalize runs the checks that keep headers well-formed whatever the
+// config holds, and derives what Compose needs.
+func (c Config) normalize() (settings, error) {
+	if err := checkFrom(c.From.Email); err != nil {
+		return settings{}, err
+	}
+	s := settings{
+		from:       Address{Name: headers.Sanitize(c.From.Name, maxNameRunes), Email: c.From.Email},
+		domain:     headers.Domain(c.From.Email),
+		snippetMax: c.SnippetMax,
+		templates:  c.Templates,
+	}
+	if c.BaseURL != "" {
+		if err := checkBaseURL(c.BaseURL); err != nil {
+			return settings{}, err
+		}
+		s.base = strings.TrimRight(c.BaseURL, "/")
+		s.unsub, s.oneClick = headers.ListUnsubscribe(s.base)
+	}
+	s.listID = headers.ListID(c.ListID, s.domain)
+	switch {
+	case s.snippetMax <= 0:
+		s.snippetMax = DefaultSnippetMax
+	case s.snippetMax > MaxSnippetMax:
+		s.snippetMax = MaxSnippetMax
+	}
+	return s, nil
+}
+
+// checkFrom accepts a bare address with a local part and a domain and no
+// character that could break a header.
+func checkFrom(email string) error {
+	at := strings.LastIndexByte(email, '@')
+	if at <= 0 || at == len(email)-1 {
+		return fmt.Errorf("%w: from address %q is not an email address", ErrConfig, email)
+	}
+	for i := 0; i < len(email); i++ {
+		if c := email[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == ',' {
+			return fmt.Errorf("%w: from address %q holds a space, control character, comma or angle bracket", ErrConfig, email)
+		}
+	}
+	return nil
+}
+
+// checkBaseURL accepts an absolute http(s) URL without query, fragment or
+// any character that cannot stand in a header or on a line of its own.
+func checkBaseURL(base string) error {
+	if v, _ := headers.ListUnsubscribe(base); v == "" {
+		return fmt.Errorf("%w: base URL %q is not an absolute http(s) URL", ErrConfig, base)
+	}
+	for i := 0; i < len(base); i++ {
+		if c := base[i]; c == '?' || c == '#' || c >= 0x80 {
+			return fmt.Errorf("%w: base URL %q must be ASCII with no query or fragment", ErrConfig, base)
+		}
+	}
+	return nil
+}

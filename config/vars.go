@@ -1,0 +1,195 @@
+package config
+
+// Var describes one environment variable: the table that Load reads its
+// defaults from and that docs and --help are rendered from.
+type Var struct {
+	// Name is the environment variable.
+	Name string
+	// Default is used when the variable is unset or empty; "" means none.
+	Default string
+	// Accepts says what a valid value looks like; problems read
+	// `NAME: "value" is not <Accepts>`.
+	Accepts string
+	// Help says what the variable does, in one or two sentences.
+	Help string
+	// Secret marks a password or token: its value never appears in an
+	// error, a warning or a log.
+	Secret bool
+}
+
+// Phrases shared by several variables.
+const (
+	acceptsBool = "a boolean (true/false, 1/0, yes/no, on/off)"
+	acceptsFile = "a readable file"
+)
+
+// vars is every variable mailrelay reads, in the order docs list them. It is
+// the one place defaults are set.
+var vars = []Var{
+	{Name: "EMAIL_BACKEND", Default: "smtp",
+		Accepts: "smtp, console, file or dummy (or Django's django.core.mail.backends.{smtp,console,filebased,dummy}.EmailBackend)",
+		Help:    "Mail transport: smtp sends through EMAIL_HOST, console writes each message to standard output, file writes each to EMAIL_FILE_PATH, dummy discards it."},
+	{Name: "EMAIL_HOST",
+		Accepts: "a host name or IP address, without scheme or port (the port goes in EMAIL_PORT)",
+		Help:    "SMTP relay host. Empty with the smtp backend means email is not configured: notifications are recorded as skipped_not_configured."},
+	{Name: "EMAIL_PORT", Default: "25",
+		Accepts: "a port (1-65535)",
+		Help:    "SMTP port, e.g. 587 with EMAIL_USE_TLS or 465 with EMAIL_USE_SSL."},
+	{Name: "EMAIL_USE_TLS", Default: "false",
+		Accepts: acceptsBool,
+		Help:    "Require STARTTLS. Exclusive with EMAIL_USE_SSL."},
+	{Name: "EMAIL_USE_SSL", Default: "false",
+		Accepts: acceptsBool,
+		Help:    "Use implicit TLS (usually port 465). Exclusive with EMAIL_USE_TLS."},
+	{Name: "EMAIL_HOST_USER",
+		Accepts: "a user name",
+		Help:    "SMTP username. Never exposed by any API."},
+	{Name: "EMAIL_HOST_PASSWORD", Secret: true,
+		Accepts: "a password",
+		Help:    "SMTP password. Never exposed, never logged. Exclusive with EMAIL_HOST_PASSWORD_FILE."},
+	{Name: "EMAIL_HOST_PASSWORD_FILE",
+		Accepts: acceptsFile,
+		Help:    "File holding the SMTP password (one trailing newline is ignored), for secret managers."},
+	{Name: "EMAIL_TIMEOUT", Default: "15",
+		Accepts: "a number of seconds greater than 0 like 15 or 2.5 (or a Go duration like 15s)",
+		Help:    "Timeout in seconds for SMTP network operations."},
+	{Name: "EMAIL_FILE_PATH",
+		Accepts: "a directory",
+		Help:    "Directory the file backend writes messages to; required when EMAIL_BACKEND is file."},
+	{Name: "DEFAULT_FROM_EMAIL", Default: "webmaster@localhost",
+		Accepts: "an email address like notify@example.com or Acme <notify@example.com>",
+		Help:    "From address of every message. Its domain also names Message-IDs and, by default, the List-Id."},
+	{Name: "FRONTEND_BASE_URL",
+		Accepts: "an absolute http(s) URL with a host and no user, query or fragment, like https://app.example.com",
+		Help:    "Base URL of the web app. Enables deep links and List-Unsubscribe (one-click List-Unsubscribe-Post only with https). Empty: mail carries neither."},
+	{Name: "MAILRELAY_SMTP_INSECURE_AUTH", Default: "false",
+		Accepts: acceptsBool,
+		Help:    "Allow sending SMTP credentials without TLS to a host that is not loopback; without it such a setup refuses to start."},
+	{Name: "MAILRELAY_LIST_ID",
+		Accepts: "a list identifier like notifications.example.com, or a whole List-Id like Acme notifications <notifications.example.com>",
+		Help:    "List-Id of notification mail. Default: mailrelay notifications <notifications.DOMAIN>, DOMAIN being that of DEFAULT_FROM_EMAIL."},
+	{Name: "MAILRELAY_TEMPLATE_DIR",
+		Accepts: "an existing directory",
+		Help:    "Optional directory whose templates override the built-in wording."},
+	{Name: "MAILRELAY_SNIPPET_MAX", Default: "280",
+		Accepts: "a whole number from 1 to 500",
+		Help:    "Most characters of a comment or mention quoted in a mail before it is cut with an ellipsis."},
+
+	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222",
+		Accepts: "a NATS server URL like nats://host:4222, or a comma-separated list of them",
+		Help:    "NATS server(s) to connect to. serve --embedded listens on the host:port of the first one."},
+	{Name: "NATS_CREDS",
+		Accepts: acceptsFile,
+		Help:    "NATS credentials file (user JWT and NKey seed)."},
+	{Name: "NATS_NKEY",
+		Accepts: acceptsFile,
+		Help:    "NATS NKey seed file."},
+	{Name: "NATS_USER",
+		Accepts: "a user name",
+		Help:    "NATS user name, together with NATS_PASSWORD."},
+	{Name: "NATS_PASSWORD", Secret: true,
+		Accepts: "a password",
+		Help:    "NATS password, together with NATS_USER. Never logged."},
+	{Name: "NATS_TOKEN", Secret: true,
+		Accepts: "a token",
+		Help:    "NATS authentication token. Never logged."},
+	{Name: "NATS_CA",
+		Accepts: acceptsFile,
+		Help:    "PEM file of the CA certificates that verify the NATS server."},
+	{Name: "NATS_CERT",
+		Accepts: acceptsFile,
+		Help:    "PEM client certificate for NATS TLS, together with NATS_KEY."},
+	{Name: "NATS_KEY",
+		Accepts: acceptsFile,
+		Help:    "PEM client key for NATS TLS, together with NATS_CERT."},
+
+	{Name: "MAILRELAY_HTTP_ADDR", Default: "127.0.0.1:9466",
+		Accepts: "host:port like 127.0.0.1:9466 or :9466",
+		Help:    "HTTP listener for /healthz, /readyz, /metrics and /v1/status/email."},
+	{Name: "MAILRELAY_ADMIN_TOKEN", Secret: true,
+		Accepts: "one word of printable ASCII (a bearer token)",
+		Help:    "Bearer token for GET /v1/status/email; unset, that endpoint answers 403. Exclusive with MAILRELAY_ADMIN_TOKEN_FILE."},
+	{Name: "MAILRELAY_ADMIN_TOKEN_FILE",
+		Accepts: acceptsFile,
+		Help:    "File holding the admin token (one trailing newline is ignored)."},
+
+	{Name: "MAILRELAY_RETRY_DELAYS", Default: "30s,2m",
+		Accepts: "a Go duration list like 30s,2m (one or two durations, each greater than 0)",
+		Help:    "Delays before attempt 2 and attempt 3 after a temporary failure; one value serves both."},
+	{Name: "MAILRELAY_ACK_WAIT", Default: "60s",
+		Accepts: "a Go duration of at least 1s like 60s",
+		Help:    "How long an unacknowledged delivery waits before the server redelivers it."},
+	{Name: "MAILRELAY_CONCURRENCY", Default: "8",
+		Accepts: "a whole number from 1 to 1024",
+		Help:    "Notifications in flight at once, and so the most SMTP connections."},
+	{Name: "MAILRELAY_STREAM_REPLICAS", Default: "1",
+		Accepts: "a whole number from 1 to 5",
+		Help:    "Replicas of the stream and buckets mailrelay creates (3 on a cluster)."},
+	{Name: "MAILRELAY_STREAM_MAX_AGE", Default: "168h",
+		Accepts: "a Go duration greater than 0 like 168h",
+		Help:    "How long the NOTIFY stream keeps messages for replay."},
+	{Name: "MAILRELAY_DUPLICATE_WINDOW", Default: "1h",
+		Accepts: "a Go duration from 100ms up to MAILRELAY_STREAM_MAX_AGE like 1h",
+		Help:    "How long the stream remembers Nats-Msg-Id values to drop duplicate publishes."},
+	{Name: "MAILRELAY_STATE_TTL", Default: "720h",
+		Accepts: "a Go duration not shorter than MAILRELAY_STREAM_MAX_AGE like 720h",
+		Help:    "How long notify_email_state keeps a record."},
+	{Name: "MAILRELAY_DATA_DIR", Default: "./data",
+		Accepts: "a directory",
+		Help:    "Where serve --embedded keeps JetStream data."},
+	{Name: "MAILRELAY_MAX_EVENT_BYTES", Default: "65536",
+		Accepts: "a whole number of bytes from 1024 to 8388608",
+		Help:    "Largest event accepted; a bigger one is invalid."},
+	{Name: "MAILRELAY_STALE_AFTER", Default: "24h",
+		Accepts: "a Go duration of 0 or more like 24h (0 disables)",
+		Help:    "A notification older than this when it would be sent is skipped_stale; 0 disables the check."},
+	{Name: "MAILRELAY_MAX_RATE",
+		Accepts: "a number of mails per second like 5 or 0.5 (0 or empty: no limit)",
+		Help:    "Optional ceiling on mails per second for one process."},
+	{Name: "MAILRELAY_SHUTDOWN_TIMEOUT", Default: "25s",
+		Accepts: "a Go duration greater than 0 like 25s",
+		Help:    "How long a stopping relay waits for sends in flight."},
+	{Name: "MAILRELAY_LOG_FORMAT", Default: "json",
+		Accepts: "json or console",
+		Help:    "Log format."},
+	{Name: "MAILRELAY_LOG_LEVEL", Default: "info",
+		Accepts: "debug, info, warn or error",
+		Help:    "Least severe level that is logged."},
+}
+
+// Vars returns every variable mailrelay reads, with its default, what it
+// accepts and what it means, in documentation order.
+func Vars() []Var {
+	return append([]Var(nil), vars...)
+}
+
+// Names returns the names of every variable mailrelay reads, in
+// documentation order.
+func Names() []string {
+	names := make([]string, len(vars))
+	for i, v := range vars {
+		names[i] = v.Name
+	}
+	return names
+}
+
+// lookupVar returns the table entry for name. It panics on a name missing
+// from the table, which is a bug that every test run catches.
+func lookupVar(name string) Var {
+	for _, v := range vars {
+		if v.Name == name {
+			return v
+		}
+	}
+	panic("config: variable " + name + " is not in the table")
+}
+
+// varIndex returns the position of name in the table, or len(vars).
+func varIndex(name string) int {
+	for i, v := range vars {
+		if v.Name == name {
+			return i
+		}
+	}
+	return len(vars)
+}

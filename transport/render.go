@@ -1,0 +1,187 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	netmail "net/mail"
+	"strings"
+
+	"github.com/wneessen/go-mail"
+
+	"github.com/mailrelay/mailrelay/compose"
+)
+
+// reservedHeaders are the fields Render writes itself (or that must never
+// come from a composed message, like Bcc); compose.Message.Headers may not
+// name them.
+var reservedHeaders = []string{
+	"From", "To", "Cc", "Bcc", "Sender", "Subject", "Date", "Message-ID",
+	"In-Reply-To", "References", "MIME-Version", "Content-Type",
+	"Content-Transfer-Encoding", "Content-Disposition",
+}
+
+// Render turns a composed message into a go-mail message: a single
+// text/plain; charset=UTF-8 part in quoted-printable (7-bit clean, so it
+// needs no 8BITMIME from the relay; ASCII text stays readable and lines
+// stay within 76 characters, the deep-link line included).
+//
+// Every field goes through go-mail's safe setters, which encode (RFC 2047)
+// or refuse CR, LF and non-ASCII instead of writing them raw: From and To
+// with their display names, Subject, Date, Message-ID (compose gives it with
+// angle brackets, go-mail adds its own, so they are stripped here),
+// In-Reply-To, References and the extra Headers. Plain-ASCII values such as
+// "<https://app.example.com/settings/notifications>" come out unchanged.
+// go-mail writes the header fields sorted by name, not in the order of
+// Headers; repeated names are merged into one field, comma-separated.
+//
+// Render returns an error for a missing or invalid address, a malformed
+// Message-ID, or a header name that is not a valid field name or is one
+// Render writes itself.
+func Render(m *compose.Message) (*mail.Msg, error) {
+	if m == nil {
+		return nil, errors.New("render: nil message")
+	}
+	msg := mail.NewMsg(
+		mail.WithCharset(mail.CharsetUTF8),
+		mail.WithEncoding(mail.EncodingQP),
+		mail.WithNoDefaultUserAgent(),
+	)
+
+	from, err := mailbox(m.From)
+	if err != nil {
+		return nil, fmt.Errorf("render From: %w", err)
+	}
+	if err := msg.From(from); err != nil {
+		return nil, fmt.Errorf("render From: %w", err)
+	}
+	to, err := mailbox(m.To)
+	if err != nil {
+		return nil, fmt.Errorf("render To: %w", err)
+	}
+	if err := msg.To(to); err != nil {
+		return nil, fmt.Errorf("render To: %w", err)
+	}
+
+	msg.Subject(m.Subject)
+	if !m.Date.IsZero() {
+		msg.SetDateWithValue(m.Date)
+	}
+	if m.MessageID != "" {
+		id, err := msgID(m.MessageID)
+		if err != nil {
+			return nil, fmt.Errorf("render Message-ID: %w", err)
+		}
+		msg.SetMessageIDWithValue(id)
+	}
+	if m.InReplyTo != "" {
+		msg.SetGenHeader(mail.HeaderInReplyTo, m.InReplyTo)
+	}
+	if m.References != "" {
+		msg.SetGenHeader(mail.HeaderReferences, m.References)
+	}
+	if err := setHeaders(msg, m.Headers); err != nil {
+		return nil, err
+	}
+
+	body := m.Body
+	if !strings.HasSuffix(body, "\n") {
+		body += "\n"
+	}
+	msg.SetBodyString(mail.TypeTextPlain, body)
+	return msg, nil
+}
+
+// WriteMessage writes m as full RFC 5322 text, CRLF line endings, as Render
+// builds it.
+func WriteMessage(w io.Writer, m *compose.Message) error {
+	msg, err := Render(m)
+	if err != nil {
+		return err
+	}
+	_, err = msg.WriteTo(w)
+	return err
+}
+
+// renderBytes is WriteMessage into memory, with the failure classified.
+func renderBytes(m *compose.Message) ([]byte, error) {
+	msg, err := Render(m)
+	if err != nil {
+		return nil, &Error{Step: StepRender, Err: err}
+	}
+	var buf bytes.Buffer
+	if _, err := msg.WriteTo(&buf); err != nil {
+		return nil, &Error{Step: StepRender, Err: err}
+	}
+	return buf.Bytes(), nil
+}
+
+// mailbox formats a as an RFC 5322 mailbox. The address must be one bare
+// address (the rule the event validation applies too); net/mail quotes the
+// display name or, when it holds non-ASCII or control characters, encodes it
+// (RFC 2047), and go-mail parses the result again.
+func mailbox(a compose.Address) (string, error) {
+	if a.Email == "" {
+		return "", errors.New("no address")
+	}
+	p, err := netmail.ParseAddress(a.Email)
+	if err != nil || p.Name != "" || p.Address != a.Email || strings.ContainsAny(a.Email, "\r\n") {
+		return "", fmt.Errorf("%q is not an email address", a.Email)
+	}
+	return (&netmail.Address{Name: a.Name, Address: a.Email}).String(), nil
+}
+
+// msgID checks a msg-id ("<left@right>", brackets optional) and returns it
+// without the brackets, as SetMessageIDWithValue wants it.
+func msgID(v string) (string, error) {
+	id := strings.TrimSuffix(strings.TrimPrefix(v, "<"), ">")
+	if id == "" || !strings.Contains(id, "@") {
+		return "", fmt.Errorf("%q is not a msg-id like <left@right>", v)
+	}
+	for _, r := range id {
+		if r <= ' ' || r > '~' || r == '<' || r == '>' {
+			return "", fmt.Errorf("%q is not a msg-id like <left@right>", v)
+		}
+	}
+	return id, nil
+}
+
+// setHeaders sets the extra header fields with SetGenHeader (which encodes
+// unsafe values), merging repeated names in order of first appearance.
+func setHeaders(msg *mail.Msg, headers []compose.Header) error {
+	var names []string
+	values := make(map[string][]string)
+	for _, h := range headers {
+		if err := checkHeaderName(h.Name); err != nil {
+			return err
+		}
+		key := strings.ToLower(h.Name)
+		if _, seen := values[key]; !seen {
+			names = append(names, h.Name)
+		}
+		values[key] = append(values[key], h.Value)
+	}
+	for _, name := range names {
+		msg.SetGenHeader(mail.Header(name), values[strings.ToLower(name)]...)
+	}
+	return nil
+}
+
+func checkHeaderName(name string) error {
+	if name == "" {
+		return errors.New("render: empty header name")
+	}
+	for i := 0; i < len(name); i++ {
+		// RFC 5322 field-name: printable ASCII except colon.
+		if c := name[i]; c < '!' || c > '~' || c == ':' {
+			return fmt.Errorf("render: invalid header name %q", name)
+		}
+	}
+	for _, r := range reservedHeaders {
+		if strings.EqualFold(name, r) {
+			return fmt.Errorf("render: header %q is set by the transport, not by Headers", name)
+		}
+	}
+	return nil
+}
