@@ -106,6 +106,9 @@ type Config struct {
 	// LedgerRetryDelay is the delay before redelivery when the ledger or
 	// the preferences cannot be read. Default 5s.
 	LedgerRetryDelay time.Duration
+	// SlowDownBudget is how long one delivery keeps waiting out "slow
+	// down" answers before it counts as a temporary failure. Default 5m.
+	SlowDownBudget time.Duration
 }
 
 func (c *Config) defaults() {
@@ -118,19 +121,23 @@ func (c *Config) defaults() {
 	if c.LedgerRetryDelay <= 0 {
 		c.LedgerRetryDelay = 5 * time.Second
 	}
+	if c.SlowDownBudget <= 0 {
+		c.SlowDownBudget = 5 * time.Minute
+	}
 }
 
 // Handler decides what becomes of each delivery. It is safe for concurrent use.
 type Handler struct {
-	cfg     Config
-	sender  Sender
-	prefs   Prefs
-	ledger  Ledger
-	compose ComposeFunc
-	now     func() time.Time
-	log     *zap.Logger
-	obs     Observer
-	limiter Limiter
+	cfg      Config
+	sender   Sender
+	prefs    Prefs
+	ledger   Ledger
+	compose  ComposeFunc
+	now      func() time.Time
+	log      *zap.Logger
+	obs      Observer
+	limiter  Limiter
+	throttle *Throttle
 }
 
 // Limiter paces sends (MAILRELAY_MAX_RATE and back-pressure).
@@ -153,6 +160,9 @@ func WithObserver(o Observer) Option { return func(h *Handler) { h.obs = o } }
 // WithLimiter paces sends.
 func WithLimiter(l Limiter) Option { return func(h *Handler) { h.limiter = l } }
 
+// WithThrottle replaces the default back-pressure (pauses from 1s to 1m).
+func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t } }
+
 // NewHandler returns a Handler. sender may be nil when cfg.Configured is false.
 func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose ComposeFunc, opts ...Option) *Handler {
 	cfg.defaults()
@@ -160,6 +170,9 @@ func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose C
 		now: time.Now, log: zap.NewNop(), obs: nopObserver{}}
 	for _, o := range opts {
 		o(h)
+	}
+	if h.throttle == nil {
+		h.throttle = NewThrottle(time.Second, time.Minute)
 	}
 	return h
 }
@@ -302,7 +315,28 @@ func failure(err error) string {
 	return text
 }
 
+// send hands m to the backend, waiting out process-wide slow-down pauses
+// (within SlowDownBudget) and the rate limit.
 func (h *Handler) send(ctx context.Context, m *compose.Message) error {
+	deadline := time.Now().Add(h.cfg.SlowDownBudget)
+	for {
+		if err := h.throttle.Wait(ctx); err != nil {
+			return err
+		}
+		err := h.sendOnce(ctx, m)
+		if err == nil {
+			h.throttle.Reset()
+			return nil
+		}
+		if !IsSlowDown(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		pause := h.throttle.Trip()
+		h.log.Warn("SMTP server asks to slow down: pausing sends", zap.Duration("pause", pause), zap.String("reply", failure(err)))
+	}
+}
+
+func (h *Handler) sendOnce(ctx context.Context, m *compose.Message) error {
 	if h.limiter != nil {
 		if err := h.limiter.Wait(ctx); err != nil {
 			return err

@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if cfg.Relay.MaxRate > 0 {
 		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
 	}
+	prefCache := prefs.NewCache(h.Prefs, nc) // watch-backed; its watcher runs in the group below
 	handler := consumer.NewHandler(consumer.Config{
 		RetryDelays:   cfg.Relay.RetryDelays,
 		AckWait:       cfg.JetStream.AckWait,
@@ -90,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		StaleAfter:    cfg.Relay.StaleAfter,
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
-	}, sender, prefs.New(h.Prefs), state.New(h.State), func(ev *event.Event, now time.Time) (*compose.Message, error) {
+	}, sender, prefCache, state.New(h.State), func(ev *event.Event, now time.Time) (*compose.Message, error) {
 		return compose.Compose(ev, composeCfg, now)
 	}, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
@@ -114,6 +115,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return nil
 	})
 	g.Go(func() error { m.PollConsumer(gctx, h.Consumer, 5*time.Second); return nil })
+	g.Go(func() error { return prefCache.Run(gctx) })
 	g.Go(func() error { return keepRunning(gctx, "advisories", log, advisories.Run) })
 	g.Go(func() error {
 		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
@@ -306,6 +308,13 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 			if err != nil { // nil: a close we asked for
 				log.Warn("NATS disconnected", zap.Error(err))
 			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", zap.String("subject", subject), zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("server", nc.ConnectedUrlRedacted()))

@@ -18,6 +18,7 @@ import (
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/mailrelay/mailrelay/provision"
 	"github.com/mailrelay/mailrelay/relay"
+	"github.com/mailrelay/mailrelay/replay"
 	"github.com/mailrelay/mailrelay/state"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,6 +29,7 @@ import (
 // env is a test environment: a JetStream server and an SMTP server.
 type env struct {
 	t    *testing.T
+	url  string
 	ns   *natstest.Server
 	smtp *smtptest.Server
 	nc   *nats.Conn
@@ -37,14 +39,15 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, ns: natstest.Start(t), smtp: smtptest.Start(t)}
-	e.nc, e.js = natstest.Connect(t, e.ns.URL())
+	e.url = e.ns.URL()
+	e.nc, e.js = natstest.Connect(t, e.url)
 	return e
 }
 
 func (e *env) vars(extra map[string]string) map[string]string {
 	host, port := e.smtp.Addr()
 	v := map[string]string{
-		"NATS_URL":               e.ns.URL(),
+		"NATS_URL":               e.url,
 		"EMAIL_HOST":             host,
 		"EMAIL_PORT":             strconv.Itoa(port),
 		"EMAIL_TIMEOUT":          "5",
@@ -409,3 +412,58 @@ func TestCleanStopMidBacklog(t *testing.T) {
 }
 
 var _ = errors.New
+
+func TestReplayInboxOnly(t *testing.T) {
+	e := newEnv(t)
+	e.smtp.SetReply(550, "5.7.1", "relay access denied")
+	e.startRelay(nil)
+	e.optIn("u1", event.TaskAssigned)
+	e.optIn("u2", event.TaskAssigned)
+	e.publish(newEvent("a", event.TaskAssigned, "u1"), "a")
+	e.publish(newEvent("b", event.TaskAssigned, "u2"), "b")
+	e.waitState("a", state.InboxOnly, 10*time.Second)
+	e.waitState("b", state.InboxOnly, 10*time.Second)
+	e.smtp.SetReply(0, "", "")
+	e.publish(newEvent("c", event.TaskAssigned, "u1"), "c")
+	e.waitState("c", state.Sent, 10*time.Second)
+
+	ctx := natstest.Ctx(t)
+	stream, _ := e.js.Stream(ctx, provision.Stream)
+	ledger, _ := e.js.KeyValue(ctx, state.Bucket)
+
+	// a dry run (Plan alone) lists only inbox_only records of the user, and changes nothing
+	plan, err := replay.Plan(ctx, stream, ledger, replay.Filter{User: "u1", Since: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != 1 || plan[0].ID != "a" || plan[0].Skip != "" {
+		t.Fatalf("plan = %+v, want only a", plan)
+	}
+	if rec, _ := e.record("a"); rec.State != state.InboxOnly {
+		t.Fatalf("plan changed the state: %+v", rec)
+	}
+	if _, err := replay.Plan(ctx, stream, ledger, replay.Filter{State: state.Sent}, time.Now()); err == nil {
+		t.Fatal("replaying sent notifications was accepted")
+	}
+
+	res := replay.Run(ctx, e.js, ledger, plan, time.Now())
+	if len(res) != 1 || !res[0].Replayed {
+		t.Fatalf("run = %+v", res)
+	}
+	rec := e.waitState("a", state.Sent, 10*time.Second)
+	if rec.Attempts != 1 {
+		t.Errorf("replayed record %+v, want attempts 1", rec)
+	}
+	if rec, _ := e.record("b"); rec.State != state.InboxOnly {
+		t.Errorf("b (other user) changed: %+v", rec)
+	}
+	// a second run finds nothing: a is sent now
+	plan, _ = replay.Plan(ctx, stream, ledger, replay.Filter{User: "u1"}, time.Now())
+	if len(plan) != 0 {
+		t.Fatalf("second plan = %+v, want none", plan)
+	}
+	// one mail for a, one for c; none for b
+	natstest.Eventually(t, 5*time.Second, func() (bool, string) {
+		return len(e.smtp.Messages()) == 2, fmt.Sprintf("%d mails", len(e.smtp.Messages()))
+	})
+}

@@ -28,12 +28,13 @@ import (
 var version = "dev"
 
 type cli struct {
-	Serve   serveCmd   `cmd:"" help:"Run the relay."`
-	Publish publishCmd `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
-	Prefs   prefsCmd   `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
-	State   stateCmd   `cmd:"" help:"Read what became of a notification (notify_email_state)."`
-	Status  statusCmd  `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Serve    serveCmd    `cmd:"" help:"Run the relay."`
+	Publish  publishCmd  `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
+	Prefs    prefsCmd    `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
+	State    stateCmd    `cmd:"" help:"Read what became of a notification (notify_email_state)."`
+	Status   statusCmd   `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
+	SendTest sendTestCmd `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
+	Version  versionCmd  `cmd:"" help:"Print the version."`
 }
 
 type serveCmd struct {
@@ -124,6 +125,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return a.stateGet(ctx, c.State.Get.ID)
 	case "status":
 		return writeJSON(stdout, a.cfg.Status())
+	case "send-test":
+		return a.sendTest(ctx, c.SendTest)
 	}
 	return usageError{fmt.Errorf("unknown command %q", kctx.Command())}
 }

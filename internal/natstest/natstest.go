@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +92,104 @@ func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Cluster is a JetStream cluster of in-process servers.
+type Cluster struct {
+	Servers []*Server
+}
+
+// StartCluster runs n clustered JetStream servers on 127.0.0.1 with free
+// client and cluster ports, each with its own storage.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	var routes []string
+	for i := range n {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[n+i]))
+	}
+	c := &Cluster{}
+	for i := range n {
+		s := &Server{t: t, opts: embedded.Options{Port: ports[i], StoreDir: t.TempDir(), Name: fmt.Sprintf("n%d", i+1),
+			ClusterName: "mailrelay-test", ClusterPort: ports[n+i], Routes: routes, StartTimeout: 30 * time.Second}}
+		c.Servers = append(c.Servers, s)
+	}
+	// start all at once: each waits for the others' routes
+	errs := make(chan error, n)
+	for _, s := range c.Servers {
+		go func() {
+			srv, err := embedded.Start(s.opts)
+			s.Server = srv
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("start cluster: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, s := range c.Servers {
+			if s.Server != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+		}
+	})
+	Eventually(t, 30*time.Second, func() (bool, string) {
+		for _, s := range c.Servers {
+			if !s.JetStreamIsCurrent() {
+				return false, s.Name() + " not current"
+			}
+		}
+		return c.Leader() != nil, "no meta leader"
+	})
+	return c
+}
+
+// URLs is the comma-separated client URL list of the running servers.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, s := range c.Servers {
+		urls = append(urls, s.URL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// Leader is the JetStream meta leader, nil when there is none.
+func (c *Cluster) Leader() *Server {
+	for _, s := range c.Servers {
+		if s.Server != nil && s.Running() && s.JetStreamIsLeader() {
+			return s
+		}
+	}
+	return nil
+}
+
+// StreamLeader is the server leading the named stream, nil when none.
+func (c *Cluster) StreamLeader(account, stream string) *Server {
+	for _, s := range c.Servers {
+		if s.Server != nil && s.Running() && s.JetStreamIsStreamLeader(account, stream) {
+			return s
+		}
+	}
+	return nil
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
 }

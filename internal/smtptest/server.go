@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -114,6 +115,9 @@ type Server struct {
 	next     [numStages]int
 	nextErr  [numStages]error
 	drop     int
+	rate     float64 // share of messages failed at DATA with rateErr
+	rateErr  error
+	rnd      *rand.Rand
 }
 
 // Start runs a server on 127.0.0.1 and a free port; t.Cleanup closes it.
@@ -321,6 +325,21 @@ func newReply(code int, enhanced, text string) error {
 	return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: text}
 }
 
+// SetFailureRate fails that share (0..1) of the following messages at DATA,
+// chosen at random (with a fixed seed, so runs are comparable), with the
+// given reply; a rate of 0 stops it.
+func (s *Server) SetFailureRate(rate float64, code int, enhanced, text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rate = rate
+	if rate > 0 {
+		s.rateErr = newReply(code, enhanced, text)
+	}
+	if s.rnd == nil {
+		s.rnd = rand.New(rand.NewPCG(1, 2))
+	}
+}
+
 // scripted returns the failure scripted for stage, or nil.
 func (s *Server) scripted(stage Stage) error {
 	s.mu.Lock()
@@ -328,6 +347,9 @@ func (s *Server) scripted(stage Stage) error {
 	if s.next[stage] > 0 {
 		s.next[stage]--
 		return s.nextErr[stage]
+	}
+	if stage == StageData && s.rate > 0 && s.rnd.Float64() < s.rate {
+		return s.rateErr
 	}
 	return s.always[stage]
 }

@@ -1,0 +1,222 @@
+package prefs
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailrelay/mailrelay/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Cache answers EmailEnabled from memory, kept current by a watch on the
+// bucket (KeyValue.WatchAll: the latest value of every key first, then every
+// change), so that deciding a notification costs no round trip to the
+// server. It has the semantics of Store.EmailEnabled: a missing user, a
+// missing type, a deleted or purged key, or a value that is not valid JSON
+// means off.
+//
+// It answers from memory only while the watch is healthy: after it has
+// delivered every initial value, and while the NATS connection has stayed
+// up since. Before that, while disconnected, and after a reconnect until a
+// new watch has caught up, it asks the bucket directly (Store.EmailEnabled),
+// so an answer is never older than what a direct read would give, except
+// for the time an update takes to travel down the watch.
+//
+// Run keeps the watch going; without Run every call is a direct read.
+type Cache struct {
+	store *Store
+	kv    jetstream.KeyValue
+	nc    *nats.Conn
+
+	// live is the map answers come from; nil while the watch is not
+	// healthy. Values are bit sets over event.Types.
+	live atomic.Pointer[view]
+	// gen is the connection's reconnect count when live was filled; a
+	// different count means the watch may have missed changes.
+	gen atomic.Uint64
+}
+
+type view struct {
+	mu sync.RWMutex
+	m  map[string]uint8
+}
+
+// NewCache returns a cache over an opened notify_prefs bucket. nc is the
+// connection the bucket uses: while it is not connected, and after each
+// reconnect until the watch has caught up again, answers come from direct
+// reads. nc may be nil (then only the watch's own end is noticed).
+func NewCache(kv jetstream.KeyValue, nc *nats.Conn) *Cache {
+	return &Cache{store: New(kv), kv: kv, nc: nc}
+}
+
+// Ready reports whether answers currently come from memory.
+func (c *Cache) Ready() bool { return c.current() != nil }
+
+func (c *Cache) current() *view {
+	v := c.live.Load()
+	if v == nil {
+		return nil
+	}
+	if c.nc != nil && (!c.nc.IsConnected() || c.nc.Stats().Reconnects != c.gen.Load()) {
+		return nil
+	}
+	return v
+}
+
+// EmailEnabled reports whether user turned Email on for t, like
+// Store.EmailEnabled. Only a failed direct read is an error.
+func (c *Cache) EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error) {
+	v := c.current()
+	if v == nil {
+		return c.store.EmailEnabled(ctx, user, t)
+	}
+	bit := typeBit(t)
+	if bit == 0 {
+		return false, nil
+	}
+	v.mu.RLock()
+	set := v.m[user]
+	v.mu.RUnlock()
+	return set&bit != 0, nil
+}
+
+// Run watches the bucket until ctx ends, rebuilding the watch after the
+// connection comes back or the watch ends. It returns nil when ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	var status chan nats.Status
+	if c.nc != nil {
+		status = c.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+		defer c.nc.RemoveStatusListener(status)
+	}
+	defer c.live.Store(nil)
+	pause := 100 * time.Millisecond
+	for {
+		healthy := c.watch(ctx, status)
+		c.live.Store(nil)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if healthy {
+			pause = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
+}
+
+// watch runs one watch until it ends, ctx ends or the connection drops or
+// comes back. It reports whether the watch got as far as its initial values.
+func (c *Cache) watch(ctx context.Context, status <-chan nats.Status) (healthy bool) {
+	// Drain connection events that happened before this watch started.
+	for drained := false; !drained; {
+		select {
+		case <-status:
+		default:
+			drained = true
+		}
+	}
+	var gen uint64
+	if c.nc != nil {
+		if !c.nc.IsConnected() {
+			return c.waitConnected(ctx, status)
+		}
+		gen = c.nc.Stats().Reconnects
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := c.kv.WatchAll(wctx)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = w.Stop() }()
+
+	v := &view{m: make(map[string]uint8)}
+	loading := true
+	for {
+		select {
+		case <-ctx.Done():
+			return !loading
+		case <-status:
+			// Disconnected, reconnected or closed: changes made meanwhile
+			// may be missing, so start over with a new watch.
+			return !loading
+		case e, ok := <-w.Updates():
+			if !ok {
+				return !loading
+			}
+			if e == nil {
+				if loading {
+					loading = false
+					c.gen.Store(gen)
+					c.live.Store(v)
+				}
+				continue
+			}
+			v.apply(e, !loading)
+		}
+	}
+}
+
+// waitConnected waits until the connection reports a status change or
+// ctx ends (the caller starts a new watch then).
+func (c *Cache) waitConnected(ctx context.Context, status <-chan nats.Status) bool {
+	select {
+	case <-ctx.Done():
+	case <-status:
+	case <-time.After(time.Second):
+	}
+	return true
+}
+
+// apply records one entry; lock is false while the view is not shared yet.
+func (v *view) apply(e jetstream.KeyValueEntry, lock bool) {
+	if lock {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+	}
+	switch e.Operation() {
+	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+		delete(v.m, e.Key())
+		return
+	}
+	set := parseSet(e.Value())
+	if set == 0 {
+		delete(v.m, e.Key()) // absent is off: keep only users with something on
+		return
+	}
+	v.m[e.Key()] = set
+}
+
+// parseSet reads a stored value as Store.Get does, as a bit set over
+// event.Types; a value that is not valid JSON is all off.
+func parseSet(b []byte) uint8 {
+	var p Prefs
+	if err := json.Unmarshal(b, &p); err != nil {
+		return 0
+	}
+	var set uint8
+	for t, on := range p.Email {
+		if on {
+			set |= typeBit(t)
+		}
+	}
+	return set
+}
+
+// typeBit is t's bit in a set, 0 for a type that is not one of the five.
+func typeBit(t event.Type) uint8 {
+	for i, v := range event.Types {
+		if v == t {
+			return 1 << i
+		}
+	}
+	return 0
+}

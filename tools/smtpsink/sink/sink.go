@@ -1,0 +1,136 @@
+// Package sink is a fast SMTP server that accepts every message and
+// discards it, with an optional latency before each message's final reply
+// (a stand-in for a remote relay). It is built on emersion/go-smtp and is
+// meant for benchmarks: cmd tools/smtpsink runs it as a process, and the
+// bench driver runs it in-process to time each acceptance.
+package sink
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Options configure a sink.
+type Options struct {
+	// Addr to listen on; "" means 127.0.0.1:0 (a free port).
+	Addr string
+	// Latency is added before the reply to each message's data.
+	Latency time.Duration
+	// OnAccept, when set, is called once per accepted message with its
+	// first envelope recipient and the time of acceptance (just before the
+	// 250 reply is written). It must be quick and safe for concurrent use.
+	OnAccept func(rcpt string, at time.Time)
+}
+
+// Sink is a running server.
+type Sink struct {
+	opts     Options
+	ln       net.Listener
+	srv      *smtp.Server
+	served   chan struct{}
+	count    atomic.Int64
+	conns    atomic.Int64
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+// Start listens and serves in the background.
+func Start(o Options) (*Sink, error) {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{opts: o, ln: ln, served: make(chan struct{}), stop: make(chan struct{})}
+	srv := smtp.NewServer(backend{s})
+	srv.Domain = "smtpsink.localhost"
+	srv.AllowInsecureAuth = true
+	srv.MaxMessageBytes = 1 << 20
+	srv.MaxRecipients = 100
+	srv.ErrorLog = nopLogger{}
+	s.srv = srv
+	go func() {
+		defer close(s.served)
+		_ = srv.Serve(ln)
+	}()
+	return s, nil
+}
+
+// Addr is the address the sink listens on (host:port).
+func (s *Sink) Addr() string { return s.ln.Addr().String() }
+
+// Count is the number of messages accepted so far.
+func (s *Sink) Count() int64 { return s.count.Load() }
+
+// Connections is the number of connections accepted so far.
+func (s *Sink) Connections() int64 { return s.conns.Load() }
+
+// Close stops listening, closes every connection and waits for the
+// handlers.
+func (s *Sink) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.srv.Close()
+	<-s.served
+	return s.srv.Shutdown(ctx)
+}
+
+type backend struct{ s *Sink }
+
+func (b backend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	b.s.conns.Add(1)
+	return &session{s: b.s}, nil
+}
+
+type session struct {
+	s    *Sink
+	rcpt string
+}
+
+var errShutdown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Shutting down"}
+
+func (se *session) Mail(string, *smtp.MailOptions) error { return nil }
+
+func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if se.rcpt == "" {
+		se.rcpt = to
+	}
+	return nil
+}
+
+func (se *session) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	if d := se.s.opts.Latency; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-se.s.stop:
+			t.Stop()
+			return errShutdown
+		}
+	}
+	se.s.count.Add(1)
+	if f := se.s.opts.OnAccept; f != nil {
+		f(se.rcpt, time.Now())
+	}
+	return nil
+}
+
+func (se *session) Reset()        { se.rcpt = "" }
+func (se *session) Logout() error { return nil }
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+func (nopLogger) Println(...any)        {}
