@@ -33,6 +33,7 @@ type cli struct {
 	Prefs    prefsCmd    `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
 	State    stateCmd    `cmd:"" help:"Read what became of a notification (notify_email_state)."`
 	Status   statusCmd   `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
+	Replay   replayCmd   `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
 	SendTest sendTestCmd `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
 	Version  versionCmd  `cmd:"" help:"Print the version."`
 }
@@ -125,6 +126,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return a.stateGet(ctx, c.State.Get.ID)
 	case "status":
 		return writeJSON(stdout, a.cfg.Status())
+	case "replay":
+		return a.replay(ctx, c.Replay)
 	case "send-test":
 		return a.sendTest(ctx, c.SendTest)
 	}
