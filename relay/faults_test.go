@@ -275,3 +275,22 @@ func TestPoisonMessage(t *testing.T) {
 		t.Fatalf("%d mails, want 1", n)
 	}
 }
+
+// TestMaxRate: MAILRELAY_MAX_RATE smooths a burst to that many mails per
+// second for the process.
+func TestMaxRate(t *testing.T) {
+	e := newEnv(t)
+	e.startRelay(map[string]string{"MAILRELAY_MAX_RATE": "20"})
+	e.optIn("u1", event.TaskAssigned)
+	const n = 40
+	start := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("r%d", i)
+		e.publish(newEvent(id, event.TaskAssigned, "u1"), id)
+	}
+	e.smtp.WaitFor(t, n, 20*time.Second)
+	// a burst of 20 is allowed at once, the other 20 need a second at 20/s
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("%d mails in %s: faster than 20/s after the first burst", n, d)
+	}
+}
