@@ -53,6 +53,14 @@ func Start(o Options) (*server.Server, error) {
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	if o.Port > 0 {
+		// nats-server reports a busy port only in its log: say it now.
+		l, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats-server cannot listen on %s:%d (set NATS_URL to a free address): %w", o.Host, o.Port, err)
+		}
+		l.Close()
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats-server: %w", err)

@@ -5,6 +5,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,9 +103,21 @@ func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 	return r, e.Revision(), nil
 }
 
+// encode writes rec as JSON without HTML escaping, so that a Message-ID
+// reads "<…>" in `nats kv get`, not "\u003c…\u003e".
+func encode(rec Record) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rec); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
 // Put writes rec under key unconditionally.
 func (s *Store) Put(ctx context.Context, key string, rec Record) error {
-	b, err := json.Marshal(rec)
+	b, err := encode(rec)
 	if err != nil {
 		return fmt.Errorf("state encode %q: %w", key, err)
 	}
@@ -118,7 +131,7 @@ func (s *Store) Put(ctx context.Context, key string, rec Record) error {
 // only if the key has no record). It returns the new revision, or
 // ErrConflict when another writer got there first.
 func (s *Store) Swap(ctx context.Context, key string, rec Record, rev uint64) (uint64, error) {
-	b, err := json.Marshal(rec)
+	b, err := encode(rec)
 	if err != nil {
 		return 0, fmt.Errorf("state encode %q: %w", key, err)
 	}

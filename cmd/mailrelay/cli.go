@@ -169,6 +169,7 @@ func newLogger(l config.Log, w io.Writer) (*zap.Logger, error) {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 
