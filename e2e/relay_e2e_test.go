@@ -5,7 +5,6 @@ package e2e
 // Mailpit as the SMTP server.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -354,11 +353,9 @@ func TestE2EChaos(t *testing.T) {
 		t.Errorf("ch-550: %+v, want inbox_only after 1 attempt with the 550 in error", st)
 	}
 	s.mp.ClearChaos(t)
-	// A permanent failure is terminated: no redelivery, no attempt 2.
-	ci := consumerInfo(t, url, "NOTIFY", "mailrelay")
-	if ci.NumAckPending != 0 || ci.NumPending != 0 {
-		t.Errorf("consumer: %d pending, %d ack pending, want 0 and 0", ci.NumPending, ci.NumAckPending)
-	}
+	// A permanent failure is terminated (the state is written first, the
+	// term follows): no redelivery, no attempt 2.
+	waitConsumerIdle(t, url)
 	if st, _, _ := stateGet(t, url, "ch-550"); st.State != "inbox_only" || st.Attempts != 1 {
 		t.Errorf("ch-550 later: %+v", st)
 	}
@@ -486,6 +483,47 @@ func waitAllSent(t *testing.T, url string, ids []string, timeout time.Duration) 
 	}
 }
 
+// waitConsumerIdle waits until the mailrelay consumer has nothing pending
+// and nothing unacknowledged (nats consumer info).
+func waitConsumerIdle(t *testing.T, url string) {
+	t.Helper()
+	eventually(t, settleTimeout, func() (bool, string) {
+		ci := consumerInfo(t, url, "NOTIFY", "mailrelay")
+		return ci.NumPending == 0 && ci.NumAckPending == 0,
+			fmt.Sprintf("consumer mailrelay: %d pending, %d ack pending", ci.NumPending, ci.NumAckPending)
+	})
+}
+
+// ledgerStates counts the notify_email_state records of ids by state
+// ("none" for no record), read with the Go client.
+func ledgerStates(t *testing.T, url string, ids []string) map[string]int {
+	t.Helper()
+	js := jsConnect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "notify_email_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, id := range ids {
+		e, err := kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			counts["none"]++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("notify_email_state %s: %v", id, err)
+		}
+		var st emailState
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			t.Fatalf("notify_email_state %s: %v in %q", id, err, e.Value())
+		}
+		counts[st.State]++
+	}
+	return counts
+}
+
 // backlogMails waits until Mailpit holds at least n mails and returns the
 // count per Message-ID.
 func backlogMails(t *testing.T, mp *mailpit, n int) (total int, byID map[string]int) {
@@ -501,10 +539,13 @@ func backlogMails(t *testing.T, mp *mailpit, n int) (total int, byID map[string]
 // runBacklog is scenarios 4 and 5: a backlog, a relay stopped by sig once
 // some hundreds are mailed, a second relay that finishes the work. It
 // returns how many mails each Message-ID got.
-func runBacklog(t *testing.T, prefix string, sig syscall.Signal) (ids []string, byID map[string]int, total int) {
+//
+// ackWait is MAILRELAY_ACK_WAIT; the second relay must have mailed the whole
+// backlog within finish of becoming ready.
+func runBacklog(t *testing.T, prefix string, sig syscall.Signal, ackWait string, finish time.Duration) (ids []string, byID map[string]int, total int) {
 	s := newStack(t)
 	url := s.ns.URL()
-	env := s.env("MAILRELAY_CONCURRENCY", strconv.Itoa(concurrency), "MAILRELAY_ACK_WAIT", "3s")
+	env := s.env("MAILRELAY_CONCURRENCY", strconv.Itoa(concurrency), "MAILRELAY_ACK_WAIT", ackWait)
 	provisionOnly(t, env)
 	ids = publishBacklog(t, url, prefix, backlogSize)
 
@@ -529,9 +570,16 @@ func runBacklog(t *testing.T, prefix string, sig syscall.Signal) (ids []string, 
 		if st.ExitCode() != 0 {
 			t.Fatalf("after SIGTERM: %s, want exit code 0", st)
 		}
-		// A clean stop leaves nothing claimed: the sends in flight finished.
-		ci := consumerInfo(t, url, "NOTIFY", "mailrelay")
-		t.Logf("after the clean stop: %d pending, %d ack pending, %d redelivered", ci.NumPending, ci.NumAckPending, ci.NumRedelivered)
+		// A clean stop lets the sends in flight finish: nothing is left
+		// claimed ("sending") in the ledger.
+		states := ledgerStates(t, url, ids)
+		t.Logf("ledger after the clean stop: %v", states)
+		if n := states["sending"]; n != 0 {
+			t.Errorf("%d notifications left in state sending by a clean stop", n)
+		}
+		if states["sent"] != stopped {
+			t.Errorf("%d notifications sent according to the ledger, %d mails in Mailpit", states["sent"], stopped)
+		}
 	case syscall.SIGKILL:
 		if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("after SIGKILL: %s", st)
@@ -540,9 +588,10 @@ func runBacklog(t *testing.T, prefix string, sig syscall.Signal) (ids []string, 
 
 	second := time.Now()
 	r2 := startReadyRelay(t, env)
-	waitAllSent(t, url, ids, backlogTimeout)
+	waitAllSent(t, url, ids, finish)
 	total, byID = backlogMails(t, s.mp, backlogSize)
 	t.Logf("second relay finished the backlog in %v", time.Since(second).Round(time.Millisecond))
+	waitConsumerIdle(t, url)
 	stopClean(t, r2, 30*time.Second)
 
 	for _, id := range ids {
@@ -553,16 +602,15 @@ func runBacklog(t *testing.T, prefix string, sig syscall.Signal) (ids []string, 
 	if len(byID) != backlogSize {
 		t.Errorf("%d distinct Message-IDs, want %d", len(byID), backlogSize)
 	}
-	ci := consumerInfo(t, url, "NOTIFY", "mailrelay")
-	if ci.NumPending != 0 || ci.NumAckPending != 0 {
-		t.Errorf("consumer after the backlog: %d pending, %d ack pending", ci.NumPending, ci.NumAckPending)
-	}
 	return ids, byID, total
 }
 
 func TestE2ESigtermMidBacklog(t *testing.T) {
 	t.Parallel()
-	_, byID, total := runBacklog(t, "st", syscall.SIGTERM)
+	// AckWait is long (2m), so the second relay can only finish in time if
+	// the stopping relay released the messages it held (nak) instead of
+	// leaving them to expire.
+	_, byID, total := runBacklog(t, "st", syscall.SIGTERM, "2m", 100*time.Second)
 	if total != backlogSize {
 		t.Errorf("mailpit holds %d mails, want exactly %d", total, backlogSize)
 	}
@@ -575,7 +623,7 @@ func TestE2ESigtermMidBacklog(t *testing.T) {
 
 func TestE2EKill9MidBacklog(t *testing.T) {
 	t.Parallel()
-	_, byID, total := runBacklog(t, "k9", syscall.SIGKILL)
+	_, byID, total := runBacklog(t, "k9", syscall.SIGKILL, "3s", backlogTimeout)
 	var dups []string
 	for mid, n := range byID {
 		if n > 1 {
@@ -807,7 +855,3 @@ func TestE2ECLIUsage(t *testing.T) {
 		}
 	}
 }
-
-// errUnused keeps the errors import honest when helpers change.
-var _ = errors.Is
-var _ = bytes.Equal

@@ -95,6 +95,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	}
 	if err != nil {
+		// Wrong usage: show what the command accepts, on stderr.
+		var perr *kong.ParseError
+		if errors.As(err, &perr) && perr.Context != nil {
+			parser.Stdout = stderr
+			_ = perr.Context.PrintUsage(true)
+			fmt.Fprintln(stderr)
+		}
 		return usageError{err}
 	}
 	a := &app{env: env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}}
