@@ -67,7 +67,8 @@ func buildMailrelay(t testing.TB) string {
 // HOME, then env (which may override them). An entry with an empty value is
 // passed as set-but-empty.
 func relayEnv(home string, env map[string]string) []string {
-	m := map[string]string{}
+	// A race-built binary sleeps 1 s at exit unless told not to.
+	m := map[string]string{"GORACE": "atexit_sleep_ms=0"}
 	for _, kv := range cleanEnv(home) {
 		k, v, _ := strings.Cut(kv, "=")
 		m[k] = v

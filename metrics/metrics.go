@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/consumer"
+	"github.com/mailrelay/mailrelay/event"
+	"github.com/mailrelay/mailrelay/state"
 	"github.com/mailrelay/mailrelay/transport"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,10 +80,32 @@ func New(version string) *Metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_build_info",
 		Help: "Build information.", ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
+	m.initSeries()
 	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
 		m.advisories, m.pending, m.ackPending, m.redelivered, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// initSeries creates the known label combinations at zero, so that every
+// family is exported from the start and rate() and absent() work before the
+// first event of a kind.
+func (m *Metrics) initSeries() {
+	for _, t := range event.Types {
+		for _, st := range []state.State{state.Sent, state.SkippedOptedOut, state.SkippedNoEmail,
+			state.SkippedNotConfigured, state.InboxOnly, state.Invalid, state.SkippedStale} {
+			m.notifications.WithLabelValues(string(t), string(st))
+		}
+	}
+	for _, a := range []consumer.Action{consumer.Ack, consumer.Nak, consumer.Term} {
+		m.decisions.WithLabelValues(a.String())
+	}
+	for _, class := range []string{"temporary", "permanent"} {
+		m.smtpErrors.WithLabelValues(class, "0")
+	}
+	for _, result := range []string{"inbox_only", "already_final", "gone", "ignored"} {
+		m.advisories.WithLabelValues(result)
+	}
 }
 
 // Outcome implements consumer.Observer.
