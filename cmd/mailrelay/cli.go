@@ -243,19 +243,28 @@ func (a *app) bucket(ctx context.Context, js jetstream.JetStream, name string) (
 	return kv, err
 }
 
+// openBucket connects and opens one bucket; close ends the connection.
+func (a *app) openBucket(ctx context.Context, name string) (kv jetstream.KeyValue, close func(), err error) {
+	nc, js, err := a.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	if kv, err = a.bucket(ctx, js, name); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return kv, nc.Close, nil
+}
+
 func (a *app) prefsGet(ctx context.Context, user string) error {
 	if !event.ValidID(user) {
 		return usageError{fmt.Errorf("user id %q must match ^[A-Za-z0-9_-]{1,128}$", user)}
 	}
-	nc, js, err := a.connect()
+	kv, closeConn, err := a.openBucket(ctx, prefs.Bucket)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	kv, err := a.bucket(ctx, js, prefs.Bucket)
-	if err != nil {
-		return err
-	}
+	defer closeConn()
 	p, _, err := prefs.New(kv).Get(ctx, user)
 	if err != nil && !errors.Is(err, prefs.ErrBadValue) {
 		return err
@@ -278,15 +287,11 @@ func (a *app) prefsSet(ctx context.Context, c prefsSetCmd) error {
 	if !event.ValidID(c.User) {
 		return usageError{fmt.Errorf("user id %q must match ^[A-Za-z0-9_-]{1,128}$", c.User)}
 	}
-	nc, js, err := a.connect()
+	kv, closeConn, err := a.openBucket(ctx, prefs.Bucket)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	kv, err := a.bucket(ctx, js, prefs.Bucket)
-	if err != nil {
-		return err
-	}
+	defer closeConn()
 	p, err := prefs.New(kv).Set(ctx, c.User, changes)
 	if err != nil {
 		return err
@@ -331,15 +336,11 @@ func parseChanges(args []string) (map[event.Type]bool, error) {
 }
 
 func (a *app) stateGet(ctx context.Context, id string) error {
-	nc, js, err := a.connect()
+	kv, closeConn, err := a.openBucket(ctx, state.Bucket)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	kv, err := a.bucket(ctx, js, state.Bucket)
-	if err != nil {
-		return err
-	}
+	defer closeConn()
 	rec, _, err := state.New(kv).Get(ctx, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return fmt.Errorf("no state recorded for %q", id)
