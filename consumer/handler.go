@@ -214,45 +214,59 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 	}
 	base := Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}
 
-	rec, rev, err := h.ledger.Get(ctx, ev.ID)
-	if err != nil && !errors.Is(err, state.ErrNotFound) {
-		return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+	// The ledger is read up front only for a redelivery. A first delivery
+	// almost never has a record, so on the path that sends, the claim's
+	// compare-and-set ("create only if absent") doubles as the read: a
+	// conflict means there is a record, and it is read then. Every rule
+	// still applies in the contract's order.
+	var (
+		rec    state.Record
+		rev    uint64
+		loaded bool
+	)
+	load := func() error {
+		r, v, err := h.ledger.Get(ctx, ev.ID)
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return err
+		}
+		rec, rev, loaded = r, v, true
+		return nil
 	}
-	if rec.State.Done() {
-		base.Key = ""
-		return base.with(Ack, "already "+string(rec.State))
+	done := func() (Outcome, bool) {
+		if rec.State.Done() {
+			o := base
+			o.Key = ""
+			return o.with(Ack, "already "+string(rec.State)), true
+		}
+		return Outcome{}, false
+	}
+	if n > 1 {
+		if err := load(); err != nil {
+			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		}
+		if o, ok := done(); ok {
+			return o
+		}
 	}
 
 	now := h.now()
-	next := state.Record{Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: rec.Attempts,
-		StreamSeq: seq, UpdatedAt: now, MessageID: rec.MessageID}
-	settle := func(s state.State, reason string) Outcome {
-		next.State, next.Error = s, ""
-		o := base.with(Ack, reason)
-		o.Record = &next
-		return o
-	}
-
-	if h.cfg.StaleAfter > 0 && now.Sub(ev.OccurredAt) > h.cfg.StaleAfter {
-		return settle(state.SkippedStale, fmt.Sprintf("older than %s", h.cfg.StaleAfter))
-	}
-	on, err := h.prefs.EmailEnabled(ctx, ev.Recipient.ID, ev.Type)
+	skip, reason, err := h.skip(ctx, ev, now)
 	if err != nil {
 		return base.later(h.cfg.LedgerRetryDelay, "preferences unavailable: "+err.Error())
 	}
-	if !on {
-		return settle(state.SkippedOptedOut, "email is off for this user and type")
-	}
-	if !ev.HasEmail() {
-		return settle(state.SkippedNoEmail, "recipient has no email address")
-	}
-	if !h.cfg.Configured {
-		return settle(state.SkippedNotConfigured, "no mail transport is configured")
-	}
-	if rec.State == state.Sending && rec.StreamSeq != seq && now.Sub(rec.UpdatedAt) < h.claimTTL() {
-		// Another copy of this notification (published twice under
-		// different Nats-Msg-Ids) is being sent right now.
-		return base.later(h.retryDelay(1), "another delivery of this notification is sending it")
+	if skip != "" {
+		if !loaded {
+			if err := load(); err != nil {
+				return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+			}
+			if o, ok := done(); ok {
+				return o
+			}
+		}
+		o := base.with(Ack, reason)
+		o.Record = &state.Record{State: skip, Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: rec.Attempts,
+			StreamSeq: seq, UpdatedAt: now, MessageID: rec.MessageID}
+		return o
 	}
 
 	m, err := h.compose(ev, now)
@@ -260,15 +274,34 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 		return h.invalid(ev, seq, n, fmt.Errorf("%w: compose: %v", event.ErrInvalid, err))
 	}
 
-	claim := next
-	claim.State, claim.Attempts, claim.MessageID, claim.Error = state.Sending, rec.Attempts+1, m.MessageID, rec.Error
-	if _, err := h.ledger.Swap(ctx, ev.ID, claim, rev); err != nil {
-		if errors.Is(err, state.ErrConflict) {
+	var next state.Record
+	for {
+		if loaded {
+			if o, ok := done(); ok {
+				return o
+			}
+			if rec.State == state.Sending && rec.StreamSeq != seq && now.Sub(rec.UpdatedAt) < h.claimTTL() {
+				// Another copy of this notification (published twice under
+				// different Nats-Msg-Ids) is being sent right now.
+				return base.later(h.retryDelay(1), "another delivery of this notification is sending it")
+			}
+		}
+		next = state.Record{State: state.Sending, Type: string(ev.Type), Recipient: ev.Recipient.ID,
+			Attempts: rec.Attempts + 1, MessageID: m.MessageID, Error: rec.Error, StreamSeq: seq, UpdatedAt: now}
+		_, err := h.ledger.Swap(ctx, ev.ID, next, rev)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, state.ErrConflict) {
+			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		}
+		if loaded {
 			return base.later(h.retryDelay(1), "another delivery of this notification changed its state")
 		}
-		return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		if err := load(); err != nil { // the record the optimistic claim ran into
+			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		}
 	}
-	next = claim
 
 	err = h.send(ctx, m)
 	why := failure(err)
@@ -293,6 +326,28 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 		out.Action, out.Delay, out.Reason = Nak, h.retryDelay(n), "temporary failure: "+why
 	}
 	return out
+}
+
+// skip returns the state of the first rule after the ledger's that keeps
+// the notification from being mailed (stale, opted out, no address, no
+// transport), or "" when it is to be sent. Only reading the preferences fails.
+func (h *Handler) skip(ctx context.Context, ev *event.Event, now time.Time) (state.State, string, error) {
+	if h.cfg.StaleAfter > 0 && now.Sub(ev.OccurredAt) > h.cfg.StaleAfter {
+		return state.SkippedStale, fmt.Sprintf("older than %s", h.cfg.StaleAfter), nil
+	}
+	on, err := h.prefs.EmailEnabled(ctx, ev.Recipient.ID, ev.Type)
+	if err != nil {
+		return "", "", err
+	}
+	switch {
+	case !on:
+		return state.SkippedOptedOut, "email is off for this user and type", nil
+	case !ev.HasEmail():
+		return state.SkippedNoEmail, "recipient has no email address", nil
+	case !h.cfg.Configured:
+		return state.SkippedNotConfigured, "no mail transport is configured", nil
+	}
+	return "", "", nil
 }
 
 // failure describes a send error for the ledger and the logs, leading with

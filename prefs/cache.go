@@ -19,6 +19,10 @@ import (
 // missing type, a deleted or purged key, or a value that is not valid JSON
 // means off.
 //
+// Only "on" is answered from memory; "off" is confirmed with a direct read,
+// so that a user who has just turned Email on never misses a mail because
+// the update was still on its way down the watch.
+//
 // It answers from memory only while the watch is healthy: after it has
 // delivered every initial value, and while the NATS connection has stayed
 // up since. Before that, while disconnected, and after a reconnect until a
@@ -81,7 +85,15 @@ func (c *Cache) EmailEnabled(ctx context.Context, user string, t event.Type) (bo
 	v.mu.RLock()
 	set := v.m[user]
 	v.mu.RUnlock()
-	return set&bit != 0, nil
+	if set&bit != 0 {
+		return true, nil
+	}
+	// "Off" is confirmed with a direct read: an update on its way down the
+	// watch must not make a user who just turned Email on miss a mail.
+	// Mail is sent on the common path (on) without a round trip; a user who
+	// just turned Email off may still get mail for as long as the update
+	// takes to arrive (milliseconds).
+	return c.store.EmailEnabled(ctx, user, t)
 }
 
 // Run watches the bucket until ctx ends, rebuilding the watch after the
