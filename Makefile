@@ -31,8 +31,10 @@ TOOLS := $(BIN)/mailpit $(BIN)/nats $(BIN)/nats-server
 
 .PHONY: build run demo test tools fuzz bench lint clean clean-tools
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o bin/mailrelay ./cmd/mailrelay
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/mailrelay ./cmd/mailrelay
 
 run: build
 	EMAIL_BACKEND=console MAILRELAY_LOG_FORMAT=console bin/mailrelay serve --embedded
