@@ -7,8 +7,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -67,7 +70,29 @@ func NewCertificate(t testing.TB) (tls.Certificate, *x509.CertPool) {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}, pool
+	return tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: leafKey}, pool
+}
+
+// WriteCertificateFiles is NewCertificate for servers that read PEM files
+// (Mailpit, nats-server): it writes the CA (ca.pem), the server certificate
+// (cert.pem) and its key (key.pem) into dir and returns their paths and the
+// pool that trusts the CA.
+func WriteCertificateFiles(t testing.TB, dir string) (caFile, certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	cert, pool := NewCertificate(t)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatalf("smtptest: marshal key: %v", err)
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatalf("smtptest: write %s: %v", name, err)
+		}
+		return path
+	}
+	return write("ca.pem", "CERTIFICATE", cert.Certificate[1]), write("cert.pem", "CERTIFICATE", cert.Certificate[0]),
+		write("key.pem", "PRIVATE KEY", keyDER), pool
 }
 
 func serial(t testing.TB) *big.Int {
