@@ -40,6 +40,7 @@ type Options struct {
 // Run runs the relay until ctx ends, then stops cleanly.
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log := o.Log
+	log.Info("starting mailrelay", zap.String("version", o.Version), zap.Object("config", cfg))
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
