@@ -63,9 +63,11 @@ type NATS struct {
 	User     string `env:"NATS_USER"`
 	Password Secret `env:"NATS_PASSWORD"`
 	Token    Secret `env:"NATS_TOKEN"`
-	CA       string `env:"NATS_CA"`
-	Cert     string `env:"NATS_CERT"`
-	Key      string `env:"NATS_KEY"`
+	// InboxPrefix is the prefix of this client's reply subjects.
+	InboxPrefix string `env:"NATS_INBOX_PREFIX"`
+	CA          string `env:"NATS_CA"`
+	Cert        string `env:"NATS_CERT"`
+	Key         string `env:"NATS_KEY"`
 }
 
 // HTTP is the status, health and metrics listener.

@@ -64,7 +64,7 @@ func TestLoadDefaults(t *testing.T) {
 			From:       "webmaster@localhost",
 			SnippetMax: 280,
 		},
-		NATS: NATS{URL: "nats://127.0.0.1:4222"},
+		NATS: NATS{URL: "nats://127.0.0.1:4222", InboxPrefix: "_INBOX_mailrelay"},
 		HTTP: HTTP{Addr: "127.0.0.1:9466"},
 		JetStream: JetStream{
 			Replicas:        1,
@@ -767,6 +767,26 @@ func TestWarnings(t *testing.T) {
 				t.Errorf("warnings %q, want none", ws)
 			case tt.want != "" && (len(ws) != 1 || !strings.Contains(ws[0], tt.want)):
 				t.Errorf("warnings %q, want one containing %q", ws, tt.want)
+			}
+		})
+	}
+}
+
+func TestInboxPrefix(t *testing.T) {
+	cases := []struct {
+		value string
+		ok    bool
+	}{
+		{"_INBOX_relay2", true}, {"acme.mailrelay", true}, {"_INBOX.>", false}, {"a..b", false}, {"a.*", false}, {"a b", false}, {"trailing.", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.value, func(t *testing.T) {
+			_, err := Load(getenv(map[string]string{"NATS_INBOX_PREFIX": tc.value}))
+			if tc.ok != (err == nil) {
+				t.Fatalf("NATS_INBOX_PREFIX=%q: err = %v", tc.value, err)
+			}
+			if err != nil && !strings.Contains(err.Error(), "NATS_INBOX_PREFIX") {
+				t.Fatalf("error does not name the variable: %v", err)
 			}
 		})
 	}

@@ -32,6 +32,7 @@ func (c *Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("nats_user", c.NATS.User)
 	enc.AddString("nats_password", c.NATS.Password.String())
 	enc.AddString("nats_token", c.NATS.Token.String())
+	enc.AddString("nats_inbox_prefix", c.NATS.InboxPrefix)
 	enc.AddString("nats_ca", c.NATS.CA)
 	enc.AddString("nats_cert", c.NATS.Cert)
 	enc.AddString("http_addr", c.HTTP.Addr)

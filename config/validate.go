@@ -187,6 +187,7 @@ func (c *Config) checkNATS(k *checker) {
 	for _, u := range servers {
 		k.check(validNATSURL(u), "NATS_URL", u)
 	}
+	k.check(validInboxPrefix(n.InboxPrefix), "NATS_INBOX_PREFIX", n.InboxPrefix)
 	k.checkFile("NATS_CREDS", n.Creds)
 	k.checkFile("NATS_NKEY", n.NKey)
 	k.checkFile("NATS_CA", n.CA)
@@ -479,4 +480,23 @@ func fmtDurations(ds []time.Duration) string {
 		s[i] = fmtDuration(d)
 	}
 	return strings.Join(s, ",")
+}
+
+// validInboxPrefix accepts dot-separated subject tokens of letters, digits,
+// "_" and "-": no wildcards, no empty token.
+func validInboxPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" {
+			return false
+		}
+		for _, r := range tok {
+			if !(r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -159,8 +159,13 @@ func (v *violations) wait(t testing.TB, op, subject string) {
 func connectAs(t testing.TB, url, user, password string) (*nats.Conn, jetstream.JetStream, *violations) {
 	t.Helper()
 	v := &violations{}
-	nc, err := nats.Connect(url, nats.Name("e2e-"+user), nats.UserInfo(user, password),
-		nats.ErrorHandler(v.handler), nats.PermissionErrOnSubscribe(true))
+	opts := []nats.Option{nats.Name("e2e-" + user), nats.UserInfo(user, password),
+		nats.ErrorHandler(v.handler), nats.PermissionErrOnSubscribe(true)}
+	if user == confRelayUser {
+		// the relay identity may read replies only on its own inbox prefix
+		opts = append(opts, nats.CustomInboxPrefix("_INBOX_mailrelay"))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
 	}
@@ -366,8 +371,9 @@ func TestNATSConfPermissions(t *testing.T) {
 		}
 		pubV.wait(t, "Publish", subj)
 	}
-	// Core subscriptions to the notifications or the buckets are refused too.
-	for _, subj := range []string{"notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>"} {
+	// Core subscriptions to the notifications or the buckets are refused
+	// too, and so is listening in on the relay's replies (its inbox prefix).
+	for _, subj := range []string{"notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>", "_INBOX_mailrelay.>"} {
 		sub, err := pubNC.SubscribeSync(subj)
 		if err != nil {
 			t.Fatal(err)

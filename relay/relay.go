@@ -324,6 +324,9 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 	if wait {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
+	}
 	switch {
 	case c.Creds != "":
 		opts = append(opts, nats.UserCredentials(c.Creds))

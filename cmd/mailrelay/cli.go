@@ -213,6 +213,11 @@ func (a *app) publish(ctx context.Context, c publishCmd) error {
 	if err != nil {
 		return err
 	}
+	if a.getenv("NATS_INBOX_PREFIX") == "" {
+		// Publishing is a publisher's job: use the standard _INBOX that
+		// publisher identities may read (nats.conf), not the relay's own.
+		a.cfg.NATS.InboxPrefix = ""
+	}
 	nc, js, err := a.connect()
 	if err != nil {
 		return err
