@@ -1,0 +1,87 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailrelay/mailrelay/internal/natstest"
+	"github.com/mailrelay/mailrelay/provision"
+	"github.com/mailrelay/mailrelay/state"
+)
+
+func TestLedger(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	h, err := provision.Provision(ctx, js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := state.New(h.State)
+
+	if _, _, err := l.Get(ctx, "n1"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get of a missing key: %v", err)
+	}
+	rec := state.Record{State: state.Sending, Type: "task.assigned", Recipient: "u1", Attempts: 1,
+		MessageID: "<notify.n1@example.com>", UpdatedAt: time.Now().UTC(), StreamSeq: 7}
+	rev, err := l.Swap(ctx, "n1", rec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// create-only loses against an existing record; a stale revision loses too
+	if _, err := l.Swap(ctx, "n1", rec, 0); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("second create: %v, want ErrConflict", err)
+	}
+	rec.State = state.Sent
+	if _, err := l.Swap(ctx, "n1", rec, rev+100); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("stale revision: %v, want ErrConflict", err)
+	}
+	if _, err := l.Swap(ctx, "n1", rec, rev); err != nil {
+		t.Fatalf("swap at the current revision: %v", err)
+	}
+	got, _, err := l.Get(ctx, "n1")
+	if err != nil || got.State != state.Sent || got.MessageID != rec.MessageID || got.StreamSeq != 7 {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	// the stored JSON is what `nats kv get` shows: field names of the contract, no \u003c escapes
+	e, _ := h.State.Get(ctx, "n1")
+	raw := string(e.Value())
+	for _, want := range []string{`"state":"sent"`, `"type":"task.assigned"`, `"recipient":"u1"`, `"attempts":1`,
+		`"message_id":"<notify.n1@example.com>"`, `"updated_at":"`} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("stored value %s lacks %s", raw, want)
+		}
+	}
+	// a value that is not a record reads as absent, never as sent
+	if _, err := h.State.Put(ctx, "n2", []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	got, rev2, err := l.Get(ctx, "n2")
+	if err != nil || got.State != "" || rev2 == 0 {
+		t.Fatalf("garbage record: %+v rev %d %v", got, rev2, err)
+	}
+	if state.SeqKey(42) != "seq.42" {
+		t.Errorf("SeqKey = %q", state.SeqKey(42))
+	}
+}
+
+func TestStates(t *testing.T) {
+	for _, s := range []state.State{state.Sent, state.InboxOnly} {
+		if !s.Done() || !s.Final() {
+			t.Errorf("%s: Done %v Final %v", s, s.Done(), s.Final())
+		}
+	}
+	for _, s := range []state.State{state.SkippedOptedOut, state.SkippedNoEmail, state.SkippedNotConfigured, state.SkippedStale, state.Invalid} {
+		if s.Done() || !s.Final() {
+			t.Errorf("%s: Done %v Final %v", s, s.Done(), s.Final())
+		}
+	}
+	for _, s := range []state.State{state.Sending, state.Retrying, ""} {
+		if s.Done() || s.Final() {
+			t.Errorf("%q: Done %v Final %v", s, s.Done(), s.Final())
+		}
+	}
+}
