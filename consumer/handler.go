@@ -186,8 +186,12 @@ func (h *Handler) retryDelay(n int) time.Duration {
 	return d[len(d)-1]
 }
 
-// claimTTL is how long a "sending" claim of another delivery is respected.
-func (h *Handler) claimTTL() time.Duration { return h.cfg.AckWait + h.cfg.SendTimeout }
+// claimTTL is how long a "sending" claim of another delivery is respected:
+// the longest a live delivery can take (waiting out slow-down pauses, then
+// sending), plus AckWait. An older claim is taken over.
+func (h *Handler) claimTTL() time.Duration {
+	return h.cfg.AckWait + h.cfg.SlowDownBudget + h.cfg.SendTimeout
+}
 
 // Handle makes the decision for one delivery. The only side effects before
 // the returned Outcome is applied are the claim written just before a send
@@ -282,8 +286,12 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 			}
 			if rec.State == state.Sending && rec.StreamSeq != seq && now.Sub(rec.UpdatedAt) < h.claimTTL() {
 				// Another copy of this notification (published twice under
-				// different Nats-Msg-Ids) is being sent right now.
-				return base.later(h.retryDelay(1), "another delivery of this notification is sending it")
+				// different Nats-Msg-Ids) is being sent right now. That copy
+				// stays unacked until its outcome is recorded, and its own
+				// redeliveries finish the job: this one is a duplicate.
+				o := base
+				o.Key = ""
+				return o.with(Ack, "duplicate: another copy of this notification is being sent")
 			}
 		}
 		next = state.Record{State: state.Sending, Type: string(ev.Type), Recipient: ev.Recipient.ID,
