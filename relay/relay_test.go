@@ -69,6 +69,9 @@ func (e *env) vars(extra map[string]string) map[string]string {
 func (e *env) startRelay(extra map[string]string) (stop func()) {
 	e.t.Helper()
 	vars := e.vars(extra)
+	if vars["MAILRELAY_HTTP_ADDR"] == "127.0.0.1:0" {
+		vars["MAILRELAY_HTTP_ADDR"] = freeAddr(e.t) // known, to poll /readyz
+	}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		e.t.Fatalf("config: %v", err)
@@ -93,17 +96,11 @@ func (e *env) startRelay(extra map[string]string) (stop func()) {
 		})
 	}
 	e.t.Cleanup(stop)
-	// wait until provisioned and bound
-	natstest.Eventually(e.t, 10*time.Second, func() (bool, string) {
-		c, err := e.js.Consumer(context.Background(), provision.Stream, provision.Consumer)
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := c.Info(context.Background())
-		if err != nil {
-			return false, err.Error()
-		}
-		return info.NumWaiting > 0, "no pull waiting"
+	// wait until the relay is ready: connected and bound to its consumer
+	addr := cfg.HTTP.Addr
+	natstest.Eventually(e.t, 30*time.Second, func() (bool, string) {
+		c := readyz(addr)
+		return c == 200, fmt.Sprintf("readyz = %d", c)
 	})
 	return stop
 }
