@@ -87,7 +87,7 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 
 // Serve listens on addr and serves h until ctx ends, then shuts down
 // gracefully. Every server phase has a timeout, so slow clients cannot
-// hold connections. ready is closed once the listener is up (nil allowed).
+// hold connections.
 func Serve(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

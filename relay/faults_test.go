@@ -191,20 +191,27 @@ func fetchOne(t *testing.T, c jetstream.Consumer) jetstream.Msg {
 	return msg
 }
 
-// TestCrashAfterSentRecorded: the process dies after the SMTP server
-// accepted the mail and the ledger says sent, before the ack: the
-// redelivered copy is recognised and not mailed again.
-func TestCrashAfterSentRecorded(t *testing.T) {
+// crashSetup provisions with a 1 s AckWait, opts u1 in, publishes n1 and
+// takes its first delivery, as a relay about to crash would.
+func crashSetup(t *testing.T) (*env, *provision.Handles, jetstream.Msg) {
+	t.Helper()
 	e := newEnv(t)
-	ctx := natstest.Ctx(t)
-	h, err := provision.Provision(ctx, e.js, provision.Options{AckWait: time.Second})
+	h, err := provision.Provision(natstest.Ctx(t), e.js, provision.Options{AckWait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.optIn("u1", event.TaskAssigned)
 	e.publish(newEvent("n1", event.TaskAssigned, "u1"), "n1")
+	return e, h, fetchOne(t, h.Consumer)
+}
+
+// TestCrashAfterSentRecorded: the process dies after the SMTP server
+// accepted the mail and the ledger says sent, before the ack: the
+// redelivered copy is recognised and not mailed again.
+func TestCrashAfterSentRecorded(t *testing.T) {
+	e, h, msg := crashSetup(t)
+	ctx := natstest.Ctx(t)
 	hd := handlerFor(t, e, h)
-	msg := fetchOne(t, h.Consumer)
 	out := hd.Handle(ctx, msg)
 	if err := hd.Apply(noAck{msg}, out); err != nil { // state written, ack lost
 		t.Fatal(err)
@@ -227,15 +234,8 @@ func TestCrashAfterSentRecorded(t *testing.T) {
 // ledger says sent. The redelivery sends again (same Message-ID) and the
 // notification ends sent.
 func TestCrashBeforeSentRecorded(t *testing.T) {
-	e := newEnv(t)
+	e, h, msg := crashSetup(t)
 	ctx := natstest.Ctx(t)
-	h, err := provision.Provision(ctx, e.js, provision.Options{AckWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.optIn("u1", event.TaskAssigned)
-	e.publish(newEvent("n1", event.TaskAssigned, "u1"), "n1")
-	msg := fetchOne(t, h.Consumer)
 	_ = handlerFor(t, e, h).Handle(ctx, msg) // claims and sends; the outcome is never applied
 	if r, _ := e.record("n1"); r.State != state.Sending {
 		t.Fatalf("state %+v, want the sending claim", r)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
@@ -232,8 +233,8 @@ type Sender interface {
 }
 
 // NewSender builds the configured backend. With the smtp backend and no
-// EMAIL_HOST it returns a backend that refuses to send (never called: such
-// notifications are skipped_not_configured).
+// EMAIL_HOST it returns the dummy backend, which is never called: such
+// notifications are skipped_not_configured before any send.
 func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, error) {
 	switch cfg.Mode() {
 	case config.ModeConsole:
@@ -347,20 +348,9 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 	if c.Cert != "" {
 		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
 	}
-	nc, err := nats.Connect(joinURLs(c.Servers()), opts...)
+	nc, err := nats.Connect(strings.Join(c.Servers(), ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	return nc, nil
-}
-
-func joinURLs(urls []string) string {
-	s := ""
-	for i, u := range urls {
-		if i > 0 {
-			s += ","
-		}
-		s += u
-	}
-	return s
 }
