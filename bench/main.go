@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,7 @@ var (
 	flagNATS       = flag.String("nats-server", "bin/nats-server", "nats-server binary; embedded server when missing")
 	flagCPUProfile = flag.String("cpuprofile", "", "write a CPU profile of the drain with K = -profile-k here")
 	flagProfileK   = flag.Int("profile-k", 8, "the drain concurrency -cpuprofile profiles")
+	flagNATSProf   = flag.String("nats-cpuprofile", "", "write a CPU profile of nats-server (its --profile port) during the profiled drain here")
 	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,gobench (default all)")
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
@@ -342,9 +344,39 @@ func loadAvg() string {
 
 // natsServer is a JetStream server with file storage in a temp dir.
 type natsServer struct {
-	url  string
-	pid  int // 0 when embedded
-	stop func()
+	url      string
+	pid      int // 0 when embedded
+	profPort int // nats-server's pprof HTTP port (0: none)
+	stop     func()
+}
+
+// profileNATS fetches a CPU profile of d from nats-server's pprof port into
+// file; wait returns when it is written.
+func (ns *natsServer) profileNATS(file string, d time.Duration) (wait func() error) {
+	if ns.profPort == 0 || file == "" {
+		return func() error { return nil }
+	}
+	errc := make(chan error, 1)
+	go func() {
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", ns.profPort, int(d.Seconds()))
+		resp, err := http.Get(url)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			errc <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		errc <- err
+	}()
+	return func() error { return <-errc }
 }
 
 func freePort() (int, error) {
@@ -374,7 +406,15 @@ func startNATS() (*natsServer, error) {
 		}
 		return &natsServer{url: url, stop: func() { srv.Shutdown(); srv.WaitForShutdown(); os.RemoveAll(dir) }}, nil
 	}
-	cmd := exec.Command(*flagNATS, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir, "-n", "bench")
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir, "-n", "bench"}
+	profPort := 0
+	if *flagNATSProf != "" {
+		if profPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--profile", strconv.Itoa(profPort))
+	}
+	cmd := exec.Command(*flagNATS, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
@@ -402,7 +442,7 @@ func startNATS() (*natsServer, error) {
 			cancel()
 			nc.Close()
 			if err == nil {
-				return &natsServer{url: url, pid: cmd.Process.Pid, stop: stop}, nil
+				return &natsServer{url: url, pid: cmd.Process.Pid, profPort: profPort, stop: stop}, nil
 			}
 		}
 		if time.Now().After(deadline) {
@@ -754,10 +794,17 @@ func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, e
 		}
 		defer pprof.StopCPUProfile()
 	}
+	waitProf := func() error { return nil }
+	if cpuprofile != "" {
+		waitProf = ns.profileNATS(*flagNATSProf, 3*time.Second)
+	}
 	meter := startCPU(ns.pid)
 	start := time.Now()
 	stop := inProcessRelay(cfg)
 	werr := rec.wait(30 * time.Second)
+	if err := waitProf(); err != nil {
+		logf("nats-server profile: %v", err)
+	}
 	el := time.Duration(rec.last.Load() - start.UnixNano())
 	self, natsCPU := meter.perMail(n)
 	if err := stop(); err != nil {

@@ -23,13 +23,68 @@ const writeTimeout = 5 * time.Second
 func (h *Handler) Apply(msg jetstream.Msg, out Outcome) error {
 	if out.Record != nil && out.Key != "" {
 		if err := h.write(out); err != nil {
-			h.log.Error("ledger write failed", zap.String("event_id", out.EventID),
-				zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
-			if !(out.Action == Ack && out.Record.State == state.Sent) {
-				out.Action, out.Delay, out.Reason = Nak, h.cfg.LedgerRetryDelay, "ledger write failed"
-			}
+			out = h.writeFailed(out, err)
 		}
 	}
+	return h.conclude(msg, out)
+}
+
+// writeFailed is the outcome after the ledger write of out failed for good.
+func (h *Handler) writeFailed(out Outcome, err error) Outcome {
+	h.log.Error("ledger write failed", zap.String("event_id", out.EventID),
+		zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+	if !(out.Action == Ack && out.Record.State == state.Sent) {
+		out.Action, out.Delay, out.Reason = Nak, h.cfg.LedgerRetryDelay, "ledger write failed"
+	}
+	return out
+}
+
+// AsyncLedger is a Ledger that can start an unconditional write without
+// waiting for it, so that the writes of many deliveries share round trips.
+type AsyncLedger interface {
+	PutAsync(key string, rec state.Record) (state.Pending, error)
+}
+
+// startApply begins applying out. When its ledger write is a plain put and
+// the ledger can write asynchronously, it starts the write and returns the
+// rest of the work as a pending apply: the action follows once the write
+// is stored. Otherwise it applies out at once and returns nil.
+func (h *Handler) startApply(msg jetstream.Msg, out Outcome) (*pendingApply, error) {
+	al, ok := h.ledger.(AsyncLedger)
+	if !ok || out.Record == nil || out.Key == "" || out.CreateOnly {
+		return nil, h.Apply(msg, out)
+	}
+	p, err := al.PutAsync(out.Key, *out.Record)
+	if err != nil {
+		return nil, h.Apply(msg, out) // the synchronous path retries and reports
+	}
+	return &pendingApply{h: h, msg: msg, out: out, write: p}, nil
+}
+
+// pendingApply is an outcome whose ledger write is under way.
+type pendingApply struct {
+	h     *Handler
+	msg   jetstream.Msg
+	out   Outcome
+	write state.Pending
+}
+
+// wait blocks until the write is stored or failed.
+func (a *pendingApply) wait() error { return a.write.Wait() }
+
+// finish carries out the action after the write (werr nil), or applies the
+// outcome again synchronously, with retries, after the write failed: the
+// ack still comes only after the ledger holds the outcome.
+func (a *pendingApply) finish(werr error) error {
+	if werr != nil {
+		a.h.log.Warn("ledger write failed, retrying", zap.String("event_id", a.out.EventID), zap.Error(werr))
+		return a.h.Apply(a.msg, a.out)
+	}
+	return a.h.conclude(a.msg, a.out)
+}
+
+// conclude logs out and carries out its action; the ledger write is done.
+func (h *Handler) conclude(msg jetstream.Msg, out Outcome) error {
 	h.logOutcome(out)
 	h.obs.Outcome(out)
 	switch out.Action {

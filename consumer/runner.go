@@ -46,6 +46,12 @@ func (r *Runner) Bound() bool { return r.bound.Load() }
 // and lets the ones in flight finish within the shutdown timeout; after it,
 // their sends are cancelled and they are released too. It returns nil after
 // a clean stop, or the error that ended consuming.
+//
+// Concurrency workers each take one delivery at a time from the pull and
+// decide, claim and send it. The final ledger write of a delivery is
+// started asynchronously and the worker moves on; a finisher acks (or naks,
+// or terms) each delivery once its write is stored, so the writes and acks
+// of many deliveries share network writes and wake-ups.
 func (r *Runner) Run(ctx context.Context) error {
 	// A pull batch of at least 16 hides the pull round trip when the
 	// concurrency is small (K = 1: +30% mails/s in make bench).
@@ -61,20 +67,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	// work lives past ctx so that in-flight sends can finish after a stop.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	sem := make(chan struct{}, r.concurrency)
+	fin := newFinisher(max(2*r.concurrency, minPullBatch), r.log)
+	jobs := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
+	for range r.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range jobs {
+				r.process(work, msg, fin)
+			}
+		}()
+	}
 	var runErr error
 
 loop:
 	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		}
 		msg, err := it.Next()
 		if err != nil {
-			<-sem
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				if ctx.Err() == nil {
 					runErr = fmt.Errorf("consumer stopped: %w", err)
@@ -95,16 +105,15 @@ loop:
 		}
 		if ctx.Err() != nil {
 			_ = msg.Nak() // buffered after the stop: release at once
-			<-sem
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r.process(work, msg)
-		}()
+		select {
+		case jobs <- msg:
+		case <-ctx.Done():
+			_ = msg.Nak()
+		}
 	}
+	close(jobs)
 
 	// Release whatever the iterator still buffers.
 	it.Drain()
@@ -125,20 +134,80 @@ loop:
 		cancelWork()
 		<-done
 	}
+	fin.close() // every outcome is recorded and acted on before Run returns
 	return runErr
 }
 
 // process handles one delivery, keeping it from redelivery (InProgress)
-// while it runs longer than a fraction of AckWait.
-func (r *Runner) process(ctx context.Context, msg jetstream.Msg) {
+// while it runs longer than a fraction of AckWait, and hands its outcome to
+// the finisher.
+func (r *Runner) process(ctx context.Context, msg jetstream.Msg, fin *finisher) {
 	r.h.obs.InFlight(1)
-	defer r.h.obs.InFlight(-1)
 	stop := keepAlive(msg, r.h.cfg.AckWait/3)
 	out := r.h.Handle(ctx, msg)
 	stop()
-	if err := r.h.Apply(msg, out); err != nil {
-		r.log.Warn("ack failed", zap.String("event_id", out.EventID), zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+	r.h.obs.InFlight(-1)
+	pa, err := r.h.startApply(msg, out)
+	if err != nil {
+		logAckFailure(r.log, out, err)
 	}
+	if pa != nil {
+		fin.add(pa)
+	}
+}
+
+func logAckFailure(log *zap.Logger, out Outcome, err error) {
+	log.Warn("ack failed", zap.String("event_id", out.EventID), zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+}
+
+// finisher completes pending applies in the order they were started: it
+// waits for each ledger write, then acts on the delivery. A failed write is
+// applied again synchronously, with retries, in a goroutine of its own so
+// that it does not hold up the others. Its queue is bounded: a worker
+// blocks in add while it is full.
+type finisher struct {
+	q     chan *pendingApply
+	log   *zap.Logger
+	slow  sync.WaitGroup
+	slots chan struct{}
+	done  chan struct{}
+}
+
+func newFinisher(size int, log *zap.Logger) *finisher {
+	f := &finisher{q: make(chan *pendingApply, size), log: log, slots: make(chan struct{}, size), done: make(chan struct{})}
+	go f.run()
+	return f
+}
+
+func (f *finisher) add(pa *pendingApply) { f.q <- pa }
+
+func (f *finisher) run() {
+	defer close(f.done)
+	for pa := range f.q {
+		werr := pa.wait()
+		if werr == nil {
+			if err := pa.finish(nil); err != nil {
+				logAckFailure(f.log, pa.out, err)
+			}
+			continue
+		}
+		f.slots <- struct{}{}
+		f.slow.Add(1)
+		go func() {
+			defer f.slow.Done()
+			defer func() { <-f.slots }()
+			if err := pa.finish(werr); err != nil {
+				logAckFailure(f.log, pa.out, err)
+			}
+		}()
+	}
+	f.slow.Wait()
+}
+
+// close waits until every pending apply added before it is done.
+func (f *finisher) close() {
+	close(f.q)
+	<-f.done
 }
 
 // keepAlive sends InProgress every interval until stopped.

@@ -39,6 +39,10 @@ type Options struct {
 }
 
 // Run runs the relay until ctx ends, then stops cleanly.
+// ledgerWriteTimeout bounds an asynchronous ledger write: after it the write
+// counts as failed and is retried synchronously.
+const ledgerWriteTimeout = 5 * time.Second
+
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log := o.Log
 	log.Info("starting mailrelay", zap.String("version", o.Version), zap.Object("config", cfg))
@@ -69,7 +73,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// Ledger writes are published asynchronously (state.Store.PutAsync);
+	// the timeout ends every pending one, stored or not.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(ledgerWriteTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -93,7 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		StaleAfter:    cfg.Relay.StaleAfter,
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
-	}, sender, prefCache, state.New(h.State), func(ev *event.Event, now time.Time) (*compose.Message, error) {
+	}, sender, prefCache, state.New(h.State).WithAsync(js), func(ev *event.Event, now time.Time) (*compose.Message, error) {
 		return compose.Compose(ev, composeCfg, now)
 	}, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)

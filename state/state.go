@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -74,16 +75,84 @@ var (
 	ErrConflict = errors.New("state changed concurrently")
 )
 
+// validKey reports whether key is a KV key (the rule of KV clients): one or
+// more of A-Z a-z 0-9 - / _ = . and no dot at either end.
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-/_=.", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
 // SeqKey is the key of a record kept under a stream sequence.
 func SeqKey(seq uint64) string { return "seq." + strconv.FormatUint(seq, 10) }
 
 // Store is the ledger over a JetStream KV bucket.
 type Store struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream // for PutAsync; nil: synchronous writes only
 }
 
 // New wraps an opened notify_email_state bucket.
 func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// WithAsync lets the store start writes without waiting for them (PutAsync)
+// through js, which should be created with jetstream.WithPublishAsyncTimeout
+// so that every pending write ends.
+func (s *Store) WithAsync(js jetstream.JetStream) *Store {
+	s.js = js
+	return s
+}
+
+// Pending is a write started by PutAsync.
+type Pending interface {
+	// Wait blocks until the server stored the write (nil) or it failed or
+	// timed out (after the JetStream context's async publish timeout).
+	Wait() error
+}
+
+type pendingPut struct {
+	key string
+	f   jetstream.PubAckFuture
+}
+
+func (p pendingPut) Wait() error {
+	select {
+	case <-p.f.Ok():
+		return nil
+	case err := <-p.f.Err():
+		return fmt.Errorf("state put %q: %w", p.key, err)
+	}
+}
+
+// PutAsync starts writing rec under key unconditionally and returns without
+// waiting for the server: many writes then share one network write and one
+// wake-up of the stream on the server. It is a KV Put (the value is
+// published to the bucket's subject for key, as KV clients do); the record
+// counts as written only once Wait returned nil.
+func (s *Store) PutAsync(key string, rec Record) (Pending, error) {
+	if s.js == nil {
+		return nil, errors.New("state: asynchronous writes not enabled")
+	}
+	if !validKey(key) {
+		return nil, fmt.Errorf("state put %q: %w", key, jetstream.ErrInvalidKey)
+	}
+	b, err := encode(rec)
+	if err != nil {
+		return nil, fmt.Errorf("state encode %q: %w", key, err)
+	}
+	f, err := s.js.PublishAsync("$KV."+s.kv.Bucket()+"."+key, b)
+	if err != nil {
+		return nil, fmt.Errorf("state put %q: %w", key, err)
+	}
+	return pendingPut{key: key, f: f}, nil
+}
 
 // Get returns the record under key and its revision. It returns ErrNotFound
 // when there is none.

@@ -3,6 +3,7 @@ package state_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/mailrelay/mailrelay/internal/natstest"
 	"github.com/mailrelay/mailrelay/provision"
 	"github.com/mailrelay/mailrelay/state"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestLedger(t *testing.T) {
@@ -83,5 +85,78 @@ func TestStates(t *testing.T) {
 		if s.Done() || s.Final() {
 			t.Errorf("%q: Done %v Final %v", s, s.Done(), s.Final())
 		}
+	}
+}
+
+func TestPutAsync(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	h, err := provision.Provision(ctx, js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := state.Record{State: state.Sent, Type: "task.comment", Recipient: "u1", Attempts: 1,
+		MessageID: "<notify.a1@example.com>", UpdatedAt: time.Now().UTC(), StreamSeq: 3}
+
+	if _, err := state.New(h.State).PutAsync("a1", rec); err == nil {
+		t.Fatal("PutAsync without WithAsync succeeded")
+	}
+	l := state.New(h.State).WithAsync(js)
+	for _, key := range []string{"", ".a", "a.", "a b", "a*", "a>", "a\r\nb"} {
+		if _, err := l.PutAsync(key, rec); err == nil {
+			t.Errorf("PutAsync(%q) accepted a key KV refuses", key)
+		}
+	}
+	// many writes in flight at once; each is stored, and reads back through KV
+	var pending []state.Pending
+	for i := range 50 {
+		r := rec
+		r.Attempts = i
+		p, err := l.PutAsync(fmt.Sprintf("a%d", i), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p)
+	}
+	for i, p := range pending {
+		if err := p.Wait(); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	for i := range 50 {
+		got, _, err := l.Get(ctx, fmt.Sprintf("a%d", i))
+		if err != nil || got.State != state.Sent || got.Attempts != i || got.MessageID != rec.MessageID {
+			t.Fatalf("a%d = %+v, %v", i, got, err)
+		}
+	}
+	// an overwrite through PutAsync replaces the record (history 1)
+	r := rec
+	r.State = state.InboxOnly
+	p, err := l.PutAsync("a7", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := l.Get(ctx, "a7"); got.State != state.InboxOnly {
+		t.Fatalf("a7 after overwrite = %+v", got)
+	}
+	// a write the server cannot store fails in Wait (the server is gone,
+	// and the async publish timeout of the context ends the wait)
+	nc2, _ := natstest.Connect(t, ns.URL())
+	js2, err := jetstream.New(nc2, jetstream.WithPublishAsyncTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := state.New(h.State).WithAsync(js2)
+	ns.Shutdown()
+	p, err = l2.PutAsync("a8", rec)
+	if err == nil {
+		err = p.Wait()
+	}
+	if err == nil {
+		t.Fatal("a write with the server down reported success")
 	}
 }
