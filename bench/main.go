@@ -18,6 +18,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -62,6 +63,7 @@ var (
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
 	flagKs         = flag.String("k", "1,4,8,16", "concurrencies of the limit and drain runs")
+	flagRuns       = flag.Int("runs", 3, "limit and drain runs per K (the table shows medians and the range)")
 )
 
 // Fixed sizes: change them and the figures are no longer comparable.
@@ -81,6 +83,10 @@ var drainKs = []int{1, 4, 8, 16}
 
 func main() {
 	flag.Parse()
+	if *flagRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -runs wants a positive number")
+		os.Exit(2)
+	}
 	drainKs = nil
 	for _, f := range strings.Split(*flagKs, ",") {
 		k, err := strconv.Atoi(strings.TrimSpace(f))
@@ -157,12 +163,32 @@ func run() error {
 	if want("limit") || want("drain") {
 		for _, k := range drainKs {
 			n := scaled(drainN)
-			lim, err := limitRun(k, n, 0)
-			if err != nil {
-				return fmt.Errorf("limit K=%d: %w", k, err)
+			// Each K runs the limit and the drain *flagRuns times, in
+			// turn, and reports the medians: single runs on a shared
+			// 2-core machine move by ±20%.
+			var lims, drains []rateResult
+			for run := range *flagRuns {
+				lim, err := limitRun(k, n, 0)
+				if err != nil {
+					return fmt.Errorf("limit K=%d: %w", k, err)
+				}
+				lims = append(lims, lim)
+				if !want("drain") {
+					continue
+				}
+				prof := ""
+				if k == *flagProfileK && run == 0 {
+					prof = *flagCPUProfile
+				}
+				res, err := drainRun(k, n, 0, prof)
+				if err != nil {
+					return fmt.Errorf("drain K=%d: %w", k, err)
+				}
+				drains = append(drains, res)
 			}
+			lim := median(lims)
 			r.row("1 limit: go-mail → sink", strconv.Itoa(k), strconv.Itoa(n),
-				fmt.Sprintf("%.0f mails/s; CPU/mail %s", lim.rate, us(lim.selfCPU)), "1.00", "", "")
+				fmt.Sprintf("%s; CPU/mail %s", rateSpread(lims), us(lim.selfCPU)), "1.00", "", "")
 			if k == 8 {
 				// For reference: the same with go-mail's NOOP and RSET per message.
 				ref, err := limitRunOpts(k, n, 0, true)
@@ -175,21 +201,14 @@ func run() error {
 			if !want("drain") {
 				continue
 			}
-			prof := ""
-			if k == *flagProfileK {
-				prof = *flagCPUProfile
-			}
-			res, err := drainRun(k, n, 0, prof)
-			if err != nil {
-				return fmt.Errorf("drain K=%d: %w", k, err)
-			}
+			res := median(drains)
 			ratio := res.rate / lim.rate
 			target, ok := "", ""
 			if k == 8 {
 				target, ok = "≥ 0.70 of limit", mark(ratio >= 0.70)
 			}
 			r.row("2 drain: relay, backlog", strconv.Itoa(k), strconv.Itoa(n),
-				fmt.Sprintf("%.0f mails/s; CPU/mail relay %s, nats %s", res.rate, us(res.selfCPU), us(res.natsCPU)),
+				fmt.Sprintf("%s; CPU/mail relay %s, nats %s", rateSpread(drains), us(res.selfCPU), us(res.natsCPU)),
 				fmt.Sprintf("%.2f", ratio), target, ok)
 		}
 	}
@@ -505,6 +524,27 @@ func (r *recorder) wait(stall time.Duration) error {
 }
 
 // ---------------------------------------------------------------- 1 limit
+
+// median returns the run with the median rate (the lower middle one for an
+// even count).
+func median(rs []rateResult) rateResult {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b rateResult) int { return cmp.Compare(a.rate, b.rate) })
+	return s[(len(s)-1)/2]
+}
+
+// rateSpread prints the median rate and, for several runs, their range.
+func rateSpread(rs []rateResult) string {
+	m := median(rs)
+	if len(rs) == 1 {
+		return fmt.Sprintf("%.0f mails/s", m.rate)
+	}
+	lo, hi := rs[0].rate, rs[0].rate
+	for _, r := range rs[1:] {
+		lo, hi = min(lo, r.rate), max(hi, r.rate)
+	}
+	return fmt.Sprintf("%.0f mails/s (%.0f–%.0f)", m.rate, lo, hi)
+}
 
 type rateResult struct {
 	rate    float64
