@@ -38,11 +38,11 @@ type Options struct {
 	Log      *zap.Logger
 }
 
-// Run runs the relay until ctx ends, then stops cleanly.
 // ledgerWriteTimeout bounds an asynchronous ledger write: after it the write
 // counts as failed and is retried synchronously.
 const ledgerWriteTimeout = 5 * time.Second
 
+// Run runs the relay until ctx ends, then stops cleanly.
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log := o.Log
 	log.Info("starting mailrelay", zap.String("version", o.Version), zap.Object("config", cfg))
