@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -74,6 +75,35 @@ var (
 	// ErrConflict: a compare-and-set write lost against a concurrent writer.
 	ErrConflict = errors.New("state changed concurrently")
 )
+
+// createAsync tries the create-only write of Swap(rev 0) as an asynchronous
+// publish with the "expected last subject sequence 0" condition, waiting for
+// its ack: the publish path that many writes in flight share, which costs
+// the client and the server far less than a request per write. It reports
+// false on any failure (a record exists, a delete marker is in the way, a
+// timeout), and the caller takes the KV client's Create, which tells those
+// apart; a create that did land meanwhile is then a conflict with itself,
+// which the caller resolves by reading the record, as for any conflict.
+func (s *Store) createAsync(ctx context.Context, key string, value []byte) (uint64, bool) {
+	if s.js == nil || !validKey(key) {
+		return 0, false
+	}
+	m := nats.NewMsg("$KV." + s.kv.Bucket() + "." + key)
+	m.Data = value
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	f, err := s.js.PublishMsgAsync(m)
+	if err != nil {
+		return 0, false
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, true
+	case <-f.Err():
+		return 0, false
+	case <-ctx.Done():
+		return 0, false
+	}
+}
 
 // validKey reports whether key is a KV key (the rule of KV clients): one or
 // more of A-Z a-z 0-9 - / _ = . and no dot at either end.
@@ -206,6 +236,9 @@ func (s *Store) Swap(ctx context.Context, key string, rec Record, rev uint64) (u
 	}
 	var n uint64
 	if rev == 0 {
+		if n, ok := s.createAsync(ctx, key, b); ok {
+			return n, nil
+		}
 		n, err = s.kv.Create(ctx, key, b)
 	} else {
 		n, err = s.kv.Update(ctx, key, b, rev)

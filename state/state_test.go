@@ -160,3 +160,69 @@ func TestPutAsync(t *testing.T) {
 		t.Fatal("a write with the server down reported success")
 	}
 }
+
+// Swap(rev 0) on an async store takes the asynchronous create and falls
+// back to the KV client's Create, with the same results as the sync store.
+func TestSwapCreateAsync(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	h, err := provision.Provision(ctx, js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := state.New(h.State).WithAsync(js)
+	rec := state.Record{State: state.Sending, Attempts: 1, StreamSeq: 9, UpdatedAt: time.Now().UTC()}
+
+	rev, err := l.Swap(ctx, "c1", rec, 0)
+	if err != nil || rev == 0 {
+		t.Fatalf("create: rev %d, %v", rev, err)
+	}
+	if e, err := h.State.Get(ctx, "c1"); err != nil || e.Revision() != rev {
+		t.Fatalf("stored revision %v, %v; Swap said %d", e, err, rev)
+	}
+	if _, err := l.Swap(ctx, "c1", rec, 0); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("second create: %v, want ErrConflict", err)
+	}
+	// a deleted key (an operator's `nats kv del`) can be created again
+	if err := h.State.Delete(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	rec.Attempts = 2
+	if _, err := l.Swap(ctx, "c1", rec, 0); err != nil {
+		t.Fatalf("create over a delete marker: %v", err)
+	}
+	if got, _, err := l.Get(ctx, "c1"); err != nil || got.Attempts != 2 {
+		t.Fatalf("after re-create: %+v, %v", got, err)
+	}
+	// many creates of distinct keys in flight at once all land
+	errs := make(chan error, 40)
+	for i := range 40 {
+		go func() {
+			_, err := l.Swap(ctx, fmt.Sprintf("p%d", i), rec, 0)
+			errs <- err
+		}()
+	}
+	for range 40 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// racing creates of one key: exactly one wins
+	wins := make(chan error, 10)
+	for range 10 {
+		go func() { _, err := l.Swap(ctx, "race", rec, 0); wins <- err }()
+	}
+	won := 0
+	for range 10 {
+		switch err := <-wins; {
+		case err == nil:
+			won++
+		case !errors.Is(err, state.ErrConflict):
+			t.Fatalf("racing create: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d racing creates won, want 1", won)
+	}
+}
