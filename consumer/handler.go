@@ -42,6 +42,12 @@ type Ledger interface {
 	Swap(ctx context.Context, key string, rec state.Record, rev uint64) (uint64, error)
 }
 
+// AsyncSwapper is a Ledger that can start a compare-and-set write without
+// waiting for it; the returned function waits and gives what Swap would.
+type AsyncSwapper interface {
+	SwapAsync(ctx context.Context, key string, rec state.Record, rev uint64) func() (uint64, error)
+}
+
 // ComposeFunc composes the mail of an event at a given time.
 type ComposeFunc func(ev *event.Event, now time.Time) (*compose.Message, error)
 
@@ -196,10 +202,43 @@ func (h *Handler) claimTTL() time.Duration {
 // Handle makes the decision for one delivery. The only side effects before
 // the returned Outcome is applied are the claim written just before a send
 // and the send itself.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) Outcome {
+	out, j := h.prepare(ctx, msg)
+	if j == nil {
+		return out
+	}
+	if out, ok := h.claim(ctx, j); !ok {
+		return out
+	}
+	return h.deliver(ctx, j)
+}
+
+// sendJob is a delivery on its way to a send: what prepare learned, and
+// the claim.
+type sendJob struct {
+	ev   *event.Event
+	m    *compose.Message
+	base Outcome
+	seq  uint64
+	n    int
+	now  time.Time
+
+	rec    state.Record // the ledger record as last read (zero if none)
+	rev    uint64
+	loaded bool
+	load   func() error // reads rec, rev
+
+	next    state.Record           // the claim being written
+	pending func() (uint64, error) // the claim's write, once started
+}
+
+// prepare applies the rules up to the send: it returns the final outcome
+// and a nil job when the delivery is not to be mailed, else the job (with
+// the mail composed) that claim and deliver take on.
+func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, job *sendJob) {
 	meta, err := msg.Metadata()
 	if err != nil {
-		return Outcome{Action: Term, Reason: "not a JetStream delivery: " + err.Error()}
+		return Outcome{Action: Term, Reason: "not a JetStream delivery: " + err.Error()}, nil
 	}
 	seq, n := meta.Sequence.Stream, int(meta.NumDelivered)
 	var ev *event.Event
@@ -208,113 +247,148 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) (out Outcome) {
 		// recorded invalid, terminated, and the relay keeps running.
 		if p := recover(); p != nil {
 			h.log.Error("panic while handling a notification", zap.Uint64("stream_seq", seq), zap.Any("panic", p), zap.Stack("stack"))
-			out = h.invalid(ev, seq, n, fmt.Errorf("%w: processing panicked: %v", event.ErrInvalid, p))
+			out, job = h.invalid(ev, seq, n, fmt.Errorf("%w: processing panicked: %v", event.ErrInvalid, p)), nil
 		}
 	}()
 
 	ev, err = event.Decode(msg.Subject(), msg.Data(), h.cfg.MaxEventBytes)
 	if err != nil {
-		return h.invalid(ev, seq, n, err)
+		return h.invalid(ev, seq, n, err), nil
 	}
-	base := Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}
+	j := &sendJob{ev: ev, seq: seq, n: n,
+		base: Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}}
+	base := j.base
 
 	// The ledger is read up front only for a redelivery. A first delivery
 	// almost never has a record, so on the path that sends, the claim's
 	// compare-and-set ("create only if absent") doubles as the read: a
 	// conflict means there is a record, and it is read then. Every rule
 	// still applies in the contract's order.
-	var (
-		rec    state.Record
-		rev    uint64
-		loaded bool
-	)
-	load := func() error {
+	j.load = func() error {
 		r, v, err := h.ledger.Get(ctx, ev.ID)
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
 			return err
 		}
-		rec, rev, loaded = r, v, true
+		j.rec, j.rev, j.loaded = r, v, true
 		return nil
 	}
-	done := func() (Outcome, bool) {
-		if rec.State.Done() {
-			o := base
-			o.Key = ""
-			return o.with(Ack, "already "+string(rec.State)), true
-		}
-		return Outcome{}, false
-	}
 	if n > 1 {
-		if err := load(); err != nil {
-			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		if err := j.load(); err != nil {
+			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), nil
 		}
-		if o, ok := done(); ok {
-			return o
+		if o, ok := j.done(); ok {
+			return o, nil
 		}
 	}
 
-	now := h.now()
-	skip, reason, err := h.skip(ctx, ev, now)
+	j.now = h.now()
+	skip, reason, err := h.skip(ctx, ev, j.now)
 	if err != nil {
-		return base.later(h.cfg.LedgerRetryDelay, "preferences unavailable: "+err.Error())
+		return base.later(h.cfg.LedgerRetryDelay, "preferences unavailable: "+err.Error()), nil
 	}
 	if skip != "" {
-		if !loaded {
-			if err := load(); err != nil {
-				return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		if !j.loaded {
+			if err := j.load(); err != nil {
+				return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), nil
 			}
-			if o, ok := done(); ok {
-				return o
+			if o, ok := j.done(); ok {
+				return o, nil
 			}
 		}
 		o := base.with(Ack, reason)
-		o.Record = &state.Record{State: skip, Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: rec.Attempts,
-			StreamSeq: seq, UpdatedAt: now, MessageID: rec.MessageID}
-		return o
+		o.Record = &state.Record{State: skip, Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: j.rec.Attempts,
+			StreamSeq: seq, UpdatedAt: j.now, MessageID: j.rec.MessageID}
+		return o, nil
 	}
 
-	m, err := h.compose(ev, now)
+	j.m, err = h.compose(ev, j.now)
 	if err != nil {
-		return h.invalid(ev, seq, n, fmt.Errorf("%w: compose: %v", event.ErrInvalid, err))
+		return h.invalid(ev, seq, n, fmt.Errorf("%w: compose: %v", event.ErrInvalid, err)), nil
 	}
+	return Outcome{}, j
+}
 
-	var next state.Record
+// done is the outcome when the record read says the notification is settled.
+func (j *sendJob) done() (Outcome, bool) {
+	if j.rec.State.Done() {
+		o := j.base
+		o.Key = ""
+		return o.with(Ack, "already "+string(j.rec.State)), true
+	}
+	return Outcome{}, false
+}
+
+// startClaim runs the checks before the claim and starts its write without
+// waiting for it (asynchronously when the ledger can). It returns the final
+// outcome and false when the delivery is not to be sent after all.
+func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
+	if j.loaded {
+		if o, ok := j.done(); ok {
+			return o, false
+		}
+		if j.rec.State == state.Sending && j.rec.StreamSeq != j.seq && j.now.Sub(j.rec.UpdatedAt) < h.claimTTL() {
+			// Another copy of this notification (published twice under
+			// different Nats-Msg-Ids) is being sent right now. That copy
+			// stays unacked until its outcome is recorded, and its own
+			// redeliveries finish the job: this one is a duplicate.
+			o := j.base
+			o.Key = ""
+			return o.with(Ack, "duplicate: another copy of this notification is being sent"), false
+		}
+	}
+	j.next = state.Record{State: state.Sending, Type: string(j.ev.Type), Recipient: j.ev.Recipient.ID,
+		Attempts: j.rec.Attempts + 1, MessageID: j.m.MessageID, Error: j.rec.Error, StreamSeq: j.seq, UpdatedAt: j.now}
+	if as, ok := h.ledger.(AsyncSwapper); ok {
+		j.pending = as.SwapAsync(ctx, j.ev.ID, j.next, j.rev)
+	} else {
+		key, next, rev := j.ev.ID, j.next, j.rev
+		j.pending = func() (uint64, error) { return h.ledger.Swap(ctx, key, next, rev) }
+	}
+	return Outcome{}, true
+}
+
+// claim writes the "sending" claim (or waits for the write startClaim
+// began). A conflict means another writer got there first: the record is
+// read and the checks run again. It returns the final outcome and false
+// when the delivery is not to be sent.
+func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 	for {
-		if loaded {
-			if o, ok := done(); ok {
-				return o
-			}
-			if rec.State == state.Sending && rec.StreamSeq != seq && now.Sub(rec.UpdatedAt) < h.claimTTL() {
-				// Another copy of this notification (published twice under
-				// different Nats-Msg-Ids) is being sent right now. That copy
-				// stays unacked until its outcome is recorded, and its own
-				// redeliveries finish the job: this one is a duplicate.
-				o := base
-				o.Key = ""
-				return o.with(Ack, "duplicate: another copy of this notification is being sent")
+		if j.pending == nil {
+			if o, ok := h.startClaim(ctx, j); !ok {
+				return o, false
 			}
 		}
-		next = state.Record{State: state.Sending, Type: string(ev.Type), Recipient: ev.Recipient.ID,
-			Attempts: rec.Attempts + 1, MessageID: m.MessageID, Error: rec.Error, StreamSeq: seq, UpdatedAt: now}
-		_, err := h.ledger.Swap(ctx, ev.ID, next, rev)
+		_, err := j.pending()
+		j.pending = nil
 		if err == nil {
-			break
+			return Outcome{}, true
 		}
 		if !errors.Is(err, state.ErrConflict) {
-			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
 		}
-		if loaded {
-			return base.later(h.retryDelay(1), "another delivery of this notification changed its state")
+		if j.loaded {
+			return j.base.later(h.retryDelay(1), "another delivery of this notification changed its state"), false
 		}
-		if err := load(); err != nil { // the record the optimistic claim ran into
-			return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error())
+		if err := j.load(); err != nil { // the record the optimistic claim ran into
+			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
 		}
 	}
+}
 
-	err = h.send(ctx, m)
+// deliver sends the claimed mail and decides what follows from the result.
+func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic while sending a notification", zap.Uint64("stream_seq", j.seq), zap.Any("panic", p), zap.Stack("stack"))
+			out = h.invalid(j.ev, j.seq, j.n, fmt.Errorf("%w: processing panicked: %v", event.ErrInvalid, p))
+		}
+	}()
+	next := j.next
+	err := h.send(ctx, j.m)
 	why := failure(err)
-	out = base
+	out = j.base
 	out.Record = &next
+	n := j.n
 	switch {
 	case err == nil:
 		next.State, next.Error = state.Sent, ""

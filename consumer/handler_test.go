@@ -16,6 +16,7 @@ import (
 	"github.com/mailrelay/mailrelay/transport"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // fakeMsg is a jetstream.Msg that records what was done to it.
@@ -226,80 +227,109 @@ func TestDecisionTable(t *testing.T) {
 			wantAct: "term", wantKey: "n1", wantState: state.Invalid},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			subject, data := testEvent(tc.mut)
-			if tc.subject != "" {
-				subject = tc.subject
-			}
-			if tc.raw != nil {
-				data = tc.raw
-			}
-			if tc.delivered == 0 {
-				tc.delivered = 1
-			}
-			msg := &fakeMsg{subject: subject, data: data, seq: 7, delivered: tc.delivered}
-			ledger := newMemLedger()
-			if tc.prior != nil {
-				_ = ledger.Put(context.Background(), "n1", *tc.prior)
-			}
-			sender := &fakeSender{err: tc.sendErr}
-			cfg := Config{Configured: true, StaleAfter: tc.stale}
-			if tc.configured != nil {
-				cfg.Configured = *tc.configured
-			}
-			prefs := tc.prefs
-			if prefs == nil {
-				prefs = memPrefs{}
-			}
-			h := NewHandler(cfg, sender, prefs, ledger, simpleCompose, WithClock(func() time.Time { return testNow }))
-			out := h.Handle(context.Background(), msg)
-			if err := h.Apply(msg, out); err != nil {
-				t.Fatalf("apply: %v", err)
-			}
-			if got := msg.last(); got != tc.wantAct {
-				t.Errorf("action = %q, want %q (reason %q)", got, tc.wantAct, out.Reason)
-			}
-			if tc.wantAct == "nak" && msg.delay != tc.wantDelay {
-				t.Errorf("nak delay = %s, want %s", msg.delay, tc.wantDelay)
-			}
-			if tc.wantAct == "term" && msg.reason == "" {
-				t.Errorf("term without a reason")
-			}
-			rec, ok := ledger.get(tc.wantKey)
-			if tc.wantState == "" {
-				if ok {
-					t.Errorf("unexpected record under %s: %+v", tc.wantKey, rec)
+		for _, mode := range []string{"Handle+Apply", "runner stages"} {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				subject, data := testEvent(tc.mut)
+				if tc.subject != "" {
+					subject = tc.subject
 				}
-			} else {
-				if !ok {
-					t.Fatalf("no record under %s", tc.wantKey)
+				if tc.raw != nil {
+					data = tc.raw
 				}
-				if rec.State != tc.wantState {
-					t.Errorf("state = %q, want %q (error %q)", rec.State, tc.wantState, rec.Error)
+				if tc.delivered == 0 {
+					tc.delivered = 1
 				}
-				if rec.Attempts != tc.wantAtt {
-					t.Errorf("attempts = %d, want %d", rec.Attempts, tc.wantAtt)
+				msg := &fakeMsg{subject: subject, data: data, seq: 7, delivered: tc.delivered}
+				ledger := newMemLedger()
+				if tc.prior != nil {
+					_ = ledger.Put(context.Background(), "n1", *tc.prior)
 				}
-				if rec.State == state.Invalid && rec.Error == "" {
-					t.Errorf("invalid record without a reason")
+				sender := &fakeSender{err: tc.sendErr}
+				cfg := Config{Configured: true, StaleAfter: tc.stale}
+				if tc.configured != nil {
+					cfg.Configured = *tc.configured
 				}
-				if rec.State == state.InboxOnly && tc.sendErr != nil && !strings.Contains(rec.Error, fmt.Sprint(tc.sendErr.(*transport.Error).Code)) {
-					t.Errorf("inbox_only error %q does not carry the SMTP code", rec.Error)
+				prefs := tc.prefs
+				if prefs == nil {
+					prefs = memPrefs{}
 				}
-				if tc.wantMails > 0 && rec.MessageID != "<n.n1@example.com>" {
-					t.Errorf("sent record message_id = %q", rec.MessageID)
+				var out Outcome
+				if mode == "Handle+Apply" {
+					h := NewHandler(cfg, sender, prefs, ledger, simpleCompose, WithClock(func() time.Time { return testNow }))
+					out = h.Handle(context.Background(), msg)
+					if err := h.Apply(msg, out); err != nil {
+						t.Fatalf("apply: %v", err)
+					}
+				} else {
+					// the runner's path: dispatch (prepare, start the claim),
+					// send (finish the claim, deliver), finisher (write, act)
+					h := NewHandler(cfg, sender, prefs, pipeLedger{ledger}, simpleCompose, WithClock(func() time.Time { return testNow }))
+					r := &Runner{h: h, log: zap.NewNop(), concurrency: 1}
+					fin := newFinisher(2, zap.NewNop())
+					if j, ok := r.dispatch(context.Background(), msg, fin); ok {
+						r.send(context.Background(), j, fin)
+					}
+					fin.close()
+					out.Reason = msg.reason
 				}
-			}
-			if tc.prior != nil && tc.wantKey != "n1" {
-				if prior, _ := ledger.get("n1"); prior.State != tc.prior.State {
-					t.Errorf("prior state overwritten: %q", prior.State)
+				if got := msg.last(); got != tc.wantAct {
+					t.Errorf("action = %q, want %q (reason %q)", got, tc.wantAct, out.Reason)
 				}
-			}
-			if len(sender.sent) != tc.wantMails {
-				t.Errorf("mails sent = %d, want %d", len(sender.sent), tc.wantMails)
-			}
-		})
+				if tc.wantAct == "nak" && msg.delay != tc.wantDelay {
+					t.Errorf("nak delay = %s, want %s", msg.delay, tc.wantDelay)
+				}
+				if tc.wantAct == "term" && msg.reason == "" {
+					t.Errorf("term without a reason")
+				}
+				rec, ok := ledger.get(tc.wantKey)
+				if tc.wantState == "" {
+					if ok {
+						t.Errorf("unexpected record under %s: %+v", tc.wantKey, rec)
+					}
+				} else {
+					if !ok {
+						t.Fatalf("no record under %s", tc.wantKey)
+					}
+					if rec.State != tc.wantState {
+						t.Errorf("state = %q, want %q (error %q)", rec.State, tc.wantState, rec.Error)
+					}
+					if rec.Attempts != tc.wantAtt {
+						t.Errorf("attempts = %d, want %d", rec.Attempts, tc.wantAtt)
+					}
+					if rec.State == state.Invalid && rec.Error == "" {
+						t.Errorf("invalid record without a reason")
+					}
+					if rec.State == state.InboxOnly && tc.sendErr != nil && !strings.Contains(rec.Error, fmt.Sprint(tc.sendErr.(*transport.Error).Code)) {
+						t.Errorf("inbox_only error %q does not carry the SMTP code", rec.Error)
+					}
+					if tc.wantMails > 0 && rec.MessageID != "<n.n1@example.com>" {
+						t.Errorf("sent record message_id = %q", rec.MessageID)
+					}
+				}
+				if tc.prior != nil && tc.wantKey != "n1" {
+					if prior, _ := ledger.get("n1"); prior.State != tc.prior.State {
+						t.Errorf("prior state overwritten: %q", prior.State)
+					}
+				}
+				if len(sender.sent) != tc.wantMails {
+					t.Errorf("mails sent = %d, want %d", len(sender.sent), tc.wantMails)
+				}
+			})
+		}
 	}
+}
+
+// pipeLedger is a memLedger with the asynchronous writes the runner's
+// stages use: a swap that runs when waited for, a put stored at once.
+type pipeLedger struct{ *memLedger }
+
+func (l pipeLedger) SwapAsync(ctx context.Context, key string, rec state.Record, rev uint64) func() (uint64, error) {
+	return func() (uint64, error) { return l.Swap(ctx, key, rec, rev) }
+}
+
+func (l pipeLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
+	err := l.Put(context.Background(), key, rec)
+	return pendingFunc(func() error { return err }), nil
 }
 
 type fakeStream map[uint64]*jetstream.RawStreamMsg

@@ -47,11 +47,14 @@ func (r *Runner) Bound() bool { return r.bound.Load() }
 // their sends are cancelled and they are released too. It returns nil after
 // a clean stop, or the error that ended consuming.
 //
-// Concurrency workers each take one delivery at a time from the pull and
-// decide, claim and send it. The final ledger write of a delivery is
-// started asynchronously and the worker moves on; a finisher acks (or naks,
-// or terms) each delivery once its write is stored, so the writes and acks
-// of many deliveries share network writes and wake-ups.
+// Three stages: this goroutine takes each delivery from the pull, decides
+// it up to the send (decode, ledger rules, preferences, compose) and starts
+// the write of its "sending" claim; Concurrency workers wait for the claim
+// (usually stored by then) and send; the final ledger write is started
+// asynchronously and a finisher acks (or naks, or terms) each delivery once
+// its write is stored. Claims and final writes of many deliveries so share
+// network writes and wake-ups, and a worker's slot is spent on the send.
+// At most Concurrency claimed deliveries wait for a worker.
 func (r *Runner) Run(ctx context.Context) error {
 	// A pull batch of at least 16 hides the pull round trip when the
 	// concurrency is small (K = 1: +30% mails/s in make bench).
@@ -68,14 +71,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	fin := newFinisher(max(2*r.concurrency, minPullBatch), r.log)
-	jobs := make(chan jetstream.Msg)
+	// slots bounds the deliveries between dispatch and the end of their
+	// send: Concurrency sending and as many claimed, waiting for a worker.
+	slots := make(chan struct{}, 2*r.concurrency)
+	jobs := make(chan job, 2*r.concurrency)
 	var wg sync.WaitGroup
 	for range r.concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for msg := range jobs {
-				r.process(work, msg, fin)
+			for j := range jobs {
+				r.send(work, j, fin)
+				<-slots
 			}
 		}()
 	}
@@ -107,10 +114,18 @@ loop:
 			_ = msg.Nak() // buffered after the stop: release at once
 			continue
 		}
+		// Wait for room before deciding, so that a claim is written
+		// only for a delivery a worker takes soon.
 		select {
-		case jobs <- msg:
+		case slots <- struct{}{}:
 		case <-ctx.Done():
 			_ = msg.Nak()
+			continue
+		}
+		if j, ok := r.dispatch(work, msg, fin); ok {
+			jobs <- j
+		} else {
+			<-slots
 		}
 	}
 	close(jobs)
@@ -138,15 +153,48 @@ loop:
 	return runErr
 }
 
-// process handles one delivery, keeping it from redelivery (InProgress)
-// while it runs longer than a fraction of AckWait, and hands its outcome to
-// the finisher.
-func (r *Runner) process(ctx context.Context, msg jetstream.Msg, fin *finisher) {
+// job is a delivery whose claim is under way.
+type job struct {
+	msg  jetstream.Msg
+	sj   *sendJob
+	stop func() // ends the InProgress keepalive
+}
+
+// dispatch decides a delivery up to the send. A delivery that is not to be
+// sent is applied (its outcome handed to the finisher) and dispatch reports
+// false; otherwise its claim is started and the job returned. The delivery
+// is kept from redelivery (InProgress) while it runs longer than a
+// fraction of AckWait.
+func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher) (job, bool) {
 	r.h.obs.InFlight(1)
 	stop := keepAlive(msg, r.h.cfg.AckWait/3)
-	out := r.h.Handle(ctx, msg)
+	out, sj := r.h.prepare(ctx, msg)
+	if sj != nil {
+		var ok bool
+		if out, ok = r.h.startClaim(ctx, sj); ok {
+			return job{msg: msg, sj: sj, stop: stop}, true
+		}
+	}
 	stop()
 	r.h.obs.InFlight(-1)
+	r.apply(msg, out, fin)
+	return job{}, false
+}
+
+// send finishes the claim of a dispatched delivery, sends it and hands the
+// outcome to the finisher.
+func (r *Runner) send(ctx context.Context, j job, fin *finisher) {
+	out, ok := r.h.claim(ctx, j.sj)
+	if ok {
+		out = r.h.deliver(ctx, j.sj)
+	}
+	j.stop()
+	r.h.obs.InFlight(-1)
+	r.apply(j.msg, out, fin)
+}
+
+// apply starts applying out; the finisher completes it.
+func (r *Runner) apply(msg jetstream.Msg, out Outcome, fin *finisher) {
 	pa, err := r.h.startApply(msg, out)
 	if err != nil {
 		logAckFailure(r.log, out, err)

@@ -76,35 +76,6 @@ var (
 	ErrConflict = errors.New("state changed concurrently")
 )
 
-// createAsync tries the create-only write of Swap(rev 0) as an asynchronous
-// publish with the "expected last subject sequence 0" condition, waiting for
-// its ack: the publish path that many writes in flight share, which costs
-// the client and the server far less than a request per write. It reports
-// false on any failure (a record exists, a delete marker is in the way, a
-// timeout), and the caller takes the KV client's Create, which tells those
-// apart; a create that did land meanwhile is then a conflict with itself,
-// which the caller resolves by reading the record, as for any conflict.
-func (s *Store) createAsync(ctx context.Context, key string, value []byte) (uint64, bool) {
-	if s.js == nil || !validKey(key) {
-		return 0, false
-	}
-	m := nats.NewMsg("$KV." + s.kv.Bucket() + "." + key)
-	m.Data = value
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	f, err := s.js.PublishMsgAsync(m)
-	if err != nil {
-		return 0, false
-	}
-	select {
-	case ack := <-f.Ok():
-		return ack.Sequence, true
-	case <-f.Err():
-		return 0, false
-	case <-ctx.Done():
-		return 0, false
-	}
-}
-
 // validKey reports whether key is a KV key (the rule of KV clients): one or
 // more of A-Z a-z 0-9 - / _ = . and no dot at either end.
 func validKey(key string) bool {
@@ -230,15 +201,50 @@ func (s *Store) Put(ctx context.Context, key string, rec Record) error {
 // only if the key has no record). It returns the new revision, or
 // ErrConflict when another writer got there first.
 func (s *Store) Swap(ctx context.Context, key string, rec Record, rev uint64) (uint64, error) {
+	return s.SwapAsync(ctx, key, rec, rev)()
+}
+
+// SwapAsync starts Swap and returns a function that waits for it and gives
+// what Swap gives. With WithAsync the write goes out at once as a publish
+// with the condition "expected last subject sequence rev": the publish path
+// that writes in flight share, far cheaper for the client and the server
+// than a request per write. On any failure of it (a record exists, a delete
+// marker is in the way, a timeout) the wait falls back to the KV client's
+// Create or Update, which tell those apart; a write that did land meanwhile
+// then conflicts with itself, which callers resolve by reading the record,
+// as for any conflict.
+func (s *Store) SwapAsync(ctx context.Context, key string, rec Record, rev uint64) func() (uint64, error) {
 	b, err := encode(rec)
 	if err != nil {
-		return 0, fmt.Errorf("state encode %q: %w", key, err)
+		return func() (uint64, error) { return 0, fmt.Errorf("state encode %q: %w", key, err) }
 	}
-	var n uint64
-	if rev == 0 {
-		if n, ok := s.createAsync(ctx, key, b); ok {
-			return n, nil
+	var f jetstream.PubAckFuture
+	if s.js != nil && validKey(key) {
+		m := nats.NewMsg("$KV." + s.kv.Bucket() + "." + key)
+		m.Data = b
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+		f, _ = s.js.PublishMsgAsync(m) // on error f is nil: the wait takes the KV client
+	}
+	return func() (uint64, error) {
+		if f != nil {
+			select {
+			case ack := <-f.Ok():
+				return ack.Sequence, nil
+			case <-f.Err():
+			case <-ctx.Done():
+			}
 		}
+		return s.swapKV(ctx, key, b, rev)
+	}
+}
+
+// swapKV is Swap through the KV client.
+func (s *Store) swapKV(ctx context.Context, key string, b []byte, rev uint64) (uint64, error) {
+	var (
+		n   uint64
+		err error
+	)
+	if rev == 0 {
 		n, err = s.kv.Create(ctx, key, b)
 	} else {
 		n, err = s.kv.Update(ctx, key, b, rev)

@@ -195,6 +195,25 @@ func TestSwapCreateAsync(t *testing.T) {
 	if got, _, err := l.Get(ctx, "c1"); err != nil || got.Attempts != 2 {
 		t.Fatalf("after re-create: %+v, %v", got, err)
 	}
+	// an update at the current revision lands; at a stale one it conflicts
+	e, _ := h.State.Get(ctx, "c1")
+	rec.Attempts = 3
+	rev3, err := l.Swap(ctx, "c1", rec, e.Revision())
+	if err != nil || rev3 <= e.Revision() {
+		t.Fatalf("update at the current revision: %d, %v", rev3, err)
+	}
+	if _, err := l.Swap(ctx, "c1", rec, e.Revision()); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("update at a stale revision: %v, want ErrConflict", err)
+	}
+	// SwapAsync starts the write before the wait
+	wait := l.SwapAsync(ctx, "c2", rec, 0)
+	natstest.Eventually(t, 5*time.Second, func() (bool, string) {
+		_, err := h.State.Get(ctx, "c2")
+		return err == nil, fmt.Sprint("c2 not written before the wait: ", err)
+	})
+	if _, err := wait(); err != nil {
+		t.Fatal(err)
+	}
 	// many creates of distinct keys in flight at once all land
 	errs := make(chan error, 40)
 	for i := range 40 {
