@@ -15,9 +15,10 @@ import (
 // minPullBatch is the smallest number of messages a pull asks for.
 const minPullBatch = 16
 
-// Runner pulls deliveries from the durable consumer and handles up to
-// Concurrency of them at once. It never holds more messages than it can
-// work on plus one pull batch, so memory stays flat however long the backlog.
+// Runner pulls deliveries from the durable consumer and sends up to
+// Concurrency of them at once. It never holds more than 2×Concurrency
+// deliveries being prepared or sent, the finisher's queue and one pull
+// batch, so memory stays flat however long the backlog.
 type Runner struct {
 	cons            jetstream.Consumer
 	h               *Handler
@@ -47,14 +48,15 @@ func (r *Runner) Bound() bool { return r.bound.Load() }
 // their sends are cancelled and they are released too. It returns nil after
 // a clean stop, or the error that ended consuming.
 //
-// Three stages: this goroutine takes each delivery from the pull, decides
-// it up to the send (decode, ledger rules, preferences, compose) and starts
-// the write of its "sending" claim; Concurrency workers wait for the claim
-// (usually stored by then) and send; the final ledger write is started
-// asynchronously and a finisher acks (or naks, or terms) each delivery once
-// its write is stored. Claims and final writes of many deliveries so share
-// network writes and wake-ups, and a worker's slot is spent on the send.
-// At most Concurrency claimed deliveries wait for a worker.
+// Three stages: Concurrency preparers take deliveries from the pull, decide
+// each up to the send (decode, ledger rules, preferences, compose; skips
+// end here) and start the write of its "sending" claim; Concurrency senders
+// wait for the claim (usually stored by then) and send; the final ledger
+// write is started asynchronously and a finisher acks (or naks, or terms)
+// each delivery once its write is stored. Claims and final writes of many
+// deliveries so share network writes and wake-ups, and a sender's slot is
+// spent on the send. At most 2×Concurrency deliveries are between the pull
+// and the end of their send.
 func (r *Runner) Run(ctx context.Context) error {
 	// A pull batch of at least 16 hides the pull round trip when the
 	// concurrency is small (K = 1: +30% mails/s in make bench).
@@ -71,15 +73,28 @@ func (r *Runner) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	fin := newFinisher(max(2*r.concurrency, minPullBatch), r.log)
-	// slots bounds the deliveries between dispatch and the end of their
-	// send: Concurrency sending and as many claimed, waiting for a worker.
+	// slots bounds the deliveries between the pull and the end of their
+	// send: Concurrency sending and as many being prepared or claimed, so
+	// that a claim is written only for a delivery a sender takes soon.
 	slots := make(chan struct{}, 2*r.concurrency)
+	prep := make(chan jetstream.Msg)
 	jobs := make(chan job, 2*r.concurrency)
-	var wg sync.WaitGroup
+	var preparers, senders sync.WaitGroup
 	for range r.concurrency {
-		wg.Add(1)
+		preparers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer preparers.Done()
+			for msg := range prep {
+				if j, ok := r.dispatch(work, msg, fin); ok {
+					jobs <- j
+				} else {
+					<-slots
+				}
+			}
+		}()
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
 			for j := range jobs {
 				r.send(work, j, fin)
 				<-slots
@@ -114,21 +129,21 @@ loop:
 			_ = msg.Nak() // buffered after the stop: release at once
 			continue
 		}
-		// Wait for room before deciding, so that a claim is written
-		// only for a delivery a worker takes soon.
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			_ = msg.Nak()
 			continue
 		}
-		if j, ok := r.dispatch(work, msg, fin); ok {
-			jobs <- j
-		} else {
+		select {
+		case prep <- msg:
+		case <-ctx.Done():
 			<-slots
+			_ = msg.Nak()
 		}
 	}
-	close(jobs)
+	close(prep)
+	go func() { preparers.Wait(); close(jobs) }()
 
 	// Release whatever the iterator still buffers.
 	it.Drain()
@@ -141,7 +156,7 @@ loop:
 	}
 
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { preparers.Wait(); senders.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(r.shutdownTimeout):
