@@ -63,6 +63,7 @@ var (
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
 	flagKs         = flag.String("k", "1,4,8,16", "concurrencies of the limit and drain runs")
+	flagStallDump  = flag.String("stall-dump", "", "when a run stalls, write the goroutines of this process here")
 	flagRuns       = flag.Int("runs", 3, "limit and drain runs per K (the table shows medians and the range)")
 )
 
@@ -517,6 +518,12 @@ func (r *recorder) wait(stall time.Duration) error {
 				last, lastAt = c, time.Now()
 				logf("accepted %d/%d", c, r.target)
 			} else if time.Since(lastAt) > stall {
+				if *flagStallDump != "" {
+					if f, err := os.Create(*flagStallDump); err == nil {
+						_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+						f.Close()
+					}
+				}
 				return fmt.Errorf("stalled at %d of %d mails", c, r.target)
 			}
 		}

@@ -2,7 +2,8 @@
 // Handler decides what to do with one delivery (contract §4's rules, in
 // order); Apply carries the decision out (ledger write, then ack, nak or
 // term); Runner pulls from the durable consumer and runs a bounded number of
-// deliveries at once; Advisories turns max-deliveries advisories into
+// deliveries at once (prepare and claim, send, then write and ack, in three
+// stages); Advisories turns max-deliveries advisories into
 // inbox_only records.
 package consumer
 
