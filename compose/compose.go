@@ -58,9 +58,22 @@ func Compose(ev *event.Event, cfg Config, now time.Time) (*Message, error) {
 	if err := ev.Validate(); err != nil {
 		return nil, fmt.Errorf("compose: %w", err)
 	}
-	if ev.Recipient.Email == "" {
-		return nil, ErrNoAddress
+	c, err := New(cfg)
+	if err != nil {
+		return nil, err
 	}
+	return c.Compose(ev, now)
+}
+
+// Composer is Compose with its Config checked and prepared once: the form
+// for composing many mails with one configuration.
+type Composer struct {
+	s settings
+	t *Templates
+}
+
+// New checks cfg and prepares it (the errors of Compose about the config).
+func New(cfg Config) (*Composer, error) {
 	s, err := cfg.normalize()
 	if err != nil {
 		return nil, err
@@ -71,7 +84,17 @@ func Compose(ev *event.Event, cfg Config, now time.Time) (*Message, error) {
 			return nil, err
 		}
 	}
-	return t.compose(ev, &s, now)
+	return &Composer{s: s, t: t}, nil
+}
+
+// Compose builds the mail of ev, sent at now, as the function Compose does,
+// but trusts ev to be valid: it must come from event.Decode (or have passed
+// Event.Validate).
+func (c *Composer) Compose(ev *event.Event, now time.Time) (*Message, error) {
+	if ev.Recipient.Email == "" {
+		return nil, ErrNoAddress
+	}
+	return c.t.compose(ev, &c.s, now)
 }
 
 // compose builds the message of a valid event with normalized settings.

@@ -19,7 +19,8 @@ const (
 )
 
 // Config is what Compose needs from the relay's configuration. It is passed
-// by value on every call; build it once at start-up and call Validate.
+// by value to Compose, or checked and prepared once by New for a Composer;
+// build it once at start-up and call Validate.
 type Config struct {
 	// From is DEFAULT_FROM_EMAIL parsed; Name is optional. Its domain names
 	// the Message-ID, the thread id and the default List-Id.

@@ -10,10 +10,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// writeTimeout bounds one ledger write while applying an outcome. Outcomes
+// WriteTimeout bounds one ledger write while applying an outcome (the
+// relay gives asynchronous writes the same bound). Outcomes
 // are applied with a context of their own, so a shutdown never leaves a
 // sent mail unrecorded.
-const writeTimeout = 5 * time.Second
+const WriteTimeout = 5 * time.Second
 
 // Apply carries out an outcome: the ledger write first, then the action.
 // A failed write turns an ack or term into a nak (the delivery comes back
@@ -58,7 +59,7 @@ func (h *Handler) startApply(msg jetstream.Msg, out Outcome) (*pendingApply, err
 	if err != nil {
 		return nil, h.Apply(msg, out) // the synchronous path retries and reports
 	}
-	return &pendingApply{h: h, msg: msg, out: out, write: p}, nil
+	return &pendingApply{h: h, msg: msg, out: out, write: p, done: func() {}}, nil
 }
 
 // pendingApply is an outcome whose ledger write is under way.
@@ -67,6 +68,7 @@ type pendingApply struct {
 	msg   jetstream.Msg
 	out   Outcome
 	write state.Pending
+	done  func() // runs once the outcome is applied
 }
 
 // wait blocks until the write is stored or failed.
@@ -106,7 +108,7 @@ func (h *Handler) write(out Outcome) error {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), WriteTimeout)
 		if out.CreateOnly {
 			_, err = h.ledger.Swap(ctx, out.Key, *out.Record, 0)
 			if errors.Is(err, state.ErrConflict) {

@@ -378,14 +378,8 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 
 // deliver sends the claimed mail and decides what follows from the result.
 func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
-	defer func() {
-		if p := recover(); p != nil {
-			h.log.Error("panic while sending a notification", zap.Uint64("stream_seq", j.seq), zap.Any("panic", p), zap.Stack("stack"))
-			out = h.invalid(j.ev, j.seq, j.n, fmt.Errorf("%w: processing panicked: %v", event.ErrInvalid, p))
-		}
-	}()
 	next := j.next
-	err := h.send(ctx, j.m)
+	err := h.sendRecovered(ctx, j)
 	why := failure(err)
 	out = j.base
 	out.Record = &next
@@ -451,6 +445,19 @@ func failure(err error) string {
 		}
 	}
 	return text
+}
+
+// sendRecovered is send, with a panic of the backend turned into a
+// temporary failure: the event is not at fault, the mail may or may not be
+// out, and the outcome is recorded under the id like any other attempt's.
+func (h *Handler) sendRecovered(ctx context.Context, j *sendJob) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic while sending a notification", zap.Uint64("stream_seq", j.seq), zap.Any("panic", p), zap.Stack("stack"))
+			err = fmt.Errorf("send panicked: %v", p)
+		}
+	}()
+	return h.send(ctx, j.m)
 }
 
 // send hands m to the backend, waiting out process-wide slow-down pauses

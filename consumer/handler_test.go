@@ -118,9 +118,15 @@ type fakeSender struct {
 	sent []*compose.Message
 }
 
+// errPanic makes fakeSender panic instead of returning an error.
+var errPanic = errors.New("panic")
+
 func (s *fakeSender) Send(_ context.Context, m *compose.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.err == errPanic {
+		panic("backend exploded")
+	}
 	if s.err != nil {
 		return s.err
 	}
@@ -223,6 +229,8 @@ func TestDecisionTable(t *testing.T) {
 		{name: "own claim from a crashed delivery is taken over", prefs: optedIn, delivered: 2,
 			prior:   &state.Record{State: state.Sending, Attempts: 1, StreamSeq: 7, UpdatedAt: testNow.Add(-2 * time.Minute)},
 			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 2, wantMails: 1},
+		{name: "the backend panics: a temporary failure, recorded under the id", prefs: optedIn, sendErr: errPanic, delivered: 1,
+			wantAct: "nak", wantDelay: 30 * time.Second, wantKey: "n1", wantState: state.Retrying, wantAtt: 1},
 		{name: "poison: compose panics", prefs: optedIn, mut: func(e map[string]any) { e["task"] = map[string]any{"id": "t1", "title": "PANIC"} },
 			wantAct: "term", wantKey: "n1", wantState: state.Invalid},
 	}
@@ -267,7 +275,7 @@ func TestDecisionTable(t *testing.T) {
 					r := &Runner{h: h, log: zap.NewNop(), concurrency: 1}
 					fin := newFinisher(2, zap.NewNop())
 					if j, ok := r.dispatch(context.Background(), msg, fin); ok {
-						r.send(context.Background(), j, fin)
+						r.send(context.Background(), j, fin, make(chan struct{}, 1))
 					}
 					fin.close()
 					out.Reason = msg.reason

@@ -83,6 +83,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	// send: Concurrency sending and as many being prepared or claimed, so
 	// that a claim is written only for a delivery a sender takes soon.
 	slots := make(chan struct{}, 2*r.concurrency)
+	// unrecorded bounds the mails being sent or sent and not yet recorded
+	// to Concurrency: a crash duplicates no more than that many.
+	unrecorded := make(chan struct{}, r.concurrency)
 	prep := make(chan jetstream.Msg)
 	jobs := make(chan job, 2*r.concurrency)
 	var preparers, senders sync.WaitGroup
@@ -102,7 +105,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() {
 			defer senders.Done()
 			for j := range jobs {
-				r.send(work, j, fin)
+				r.send(work, j, fin, unrecorded)
 				<-slots
 			}
 		}()
@@ -201,31 +204,39 @@ func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher)
 	}
 	stop()
 	r.h.obs.InFlight(-1)
-	r.apply(msg, out, fin)
+	r.apply(msg, out, fin, func() {})
 	return job{}, false
 }
 
 // send finishes the claim of a dispatched delivery, sends it and hands the
-// outcome to the finisher.
-func (r *Runner) send(ctx context.Context, j job, fin *finisher) {
+// outcome to the finisher. A send takes a token of unrecorded, given back
+// once its outcome is written.
+func (r *Runner) send(ctx context.Context, j job, fin *finisher, unrecorded chan struct{}) {
 	out, ok := r.h.claim(ctx, j.sj)
+	recorded := func() {}
 	if ok {
+		unrecorded <- struct{}{}
+		recorded = func() { <-unrecorded }
 		out = r.h.deliver(ctx, j.sj)
 	}
 	j.stop()
 	r.h.obs.InFlight(-1)
-	r.apply(j.msg, out, fin)
+	r.apply(j.msg, out, fin, recorded)
 }
 
-// apply starts applying out; the finisher completes it.
-func (r *Runner) apply(msg jetstream.Msg, out Outcome, fin *finisher) {
+// apply starts applying out; the finisher completes it. done runs once
+// out is applied.
+func (r *Runner) apply(msg jetstream.Msg, out Outcome, fin *finisher, done func()) {
 	pa, err := r.h.startApply(msg, out)
 	if err != nil {
 		logAckFailure(r.log, out, err)
 	}
-	if pa != nil {
-		fin.add(pa)
+	if pa == nil {
+		done()
+		return
 	}
+	pa.done = done
+	fin.add(pa)
 }
 
 func logAckFailure(log *zap.Logger, out Outcome, err error) {
@@ -261,6 +272,7 @@ func (f *finisher) run() {
 			if err := pa.finish(nil); err != nil {
 				logAckFailure(f.log, pa.out, err)
 			}
+			pa.done()
 			continue
 		}
 		f.slots <- struct{}{}
@@ -271,6 +283,7 @@ func (f *finisher) run() {
 			if err := pa.finish(werr); err != nil {
 				logAckFailure(f.log, pa.out, err)
 			}
+			pa.done()
 		}()
 	}
 	f.slow.Wait()

@@ -145,7 +145,7 @@ func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
 		return partialID(data), invalidf("event is %d bytes, over the limit of %d", len(data), maxBytes)
 	}
 	if !utf8.Valid(data) {
-		return nil, invalidf("event is not valid UTF-8")
+		return partialID(data), invalidf("event is not valid UTF-8")
 	}
 	var ev Event
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -222,9 +222,12 @@ func (e *Event) Validate() error {
 		if e.Change.Field != "planned_start" && e.Change.Field != "planned_end" {
 			return invalidf("change.field must be planned_start or planned_end")
 		}
-		for name, d := range map[string]*string{"change.from": e.Change.From, "change.to": e.Change.To} {
-			if d != nil && !validDate(*d) {
-				return invalidf("%s must be a date (YYYY-MM-DD or RFC 3339) or null", name)
+		for _, f := range []struct {
+			name string
+			d    *string
+		}{{"change.from", e.Change.From}, {"change.to", e.Change.To}} {
+			if f.d != nil && !validDate(*f.d) {
+				return invalidf("%s must be a date (YYYY-MM-DD or RFC 3339) or null", f.name)
 			}
 		}
 	}

@@ -43,6 +43,16 @@ func TestDecode(t *testing.T) {
 		{name: "not JSON", data: func(*testing.T) []byte { return []byte("hello") }, wantErr: "not valid JSON", noID: true},
 		{name: "trailing data", data: func(*testing.T) []byte { return []byte(valid + "{}") }, wantErr: "trailing", noID: true},
 		{name: "not UTF-8", data: func(*testing.T) []byte { return []byte("{\"id\":\"\xff\"}") }, wantErr: "UTF-8", noID: true},
+		{name: "not UTF-8 in the body, usable id", data: func(*testing.T) []byte {
+			return []byte(strings.Replace(valid, `"body":"`, "\"body\":\"\xff", 1))
+		}, wantErr: "UTF-8"},
+		{name: "bad from and to: change.from is named", data: func(t *testing.T) []byte {
+			return mutate(t, func(m map[string]any) {
+				m["type"] = "task.date_changed"
+				delete(m, "comment")
+				m["change"] = map[string]any{"field": "planned_end", "from": "soon", "to": "later"}
+			})
+		}, wantErr: "change.from must be a date"},
 		{name: "too large", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["comment"] = map[string]any{"body": strings.Repeat("a", 70000)} })
 		}, wantErr: "over the limit"},

@@ -16,7 +16,6 @@ import (
 	"github.com/mailrelay/mailrelay/config"
 	"github.com/mailrelay/mailrelay/consumer"
 	"github.com/mailrelay/mailrelay/embedded"
-	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/httpapi"
 	"github.com/mailrelay/mailrelay/metrics"
 	"github.com/mailrelay/mailrelay/prefs"
@@ -38,10 +37,6 @@ type Options struct {
 	Log      *zap.Logger
 }
 
-// ledgerWriteTimeout bounds an asynchronous ledger write: after it the write
-// counts as failed and is retried synchronously.
-const ledgerWriteTimeout = 5 * time.Second
-
 // Run runs the relay until ctx ends, then stops cleanly.
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log := o.Log
@@ -52,6 +47,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	composeCfg, err := ComposeConfig(cfg)
 	if err != nil {
 		return err
+	}
+	composer, err := compose.New(composeCfg) // checked once, not per mail
+	if err != nil {
+		return fmt.Errorf("compose config: %w", err)
 	}
 	sender, err := NewSender(cfg, o.Stdout, log)
 	if err != nil {
@@ -73,9 +72,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	defer nc.Close()
-	// Ledger writes are published asynchronously (state.Store.PutAsync);
-	// the timeout ends every pending one, stored or not.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(ledgerWriteTimeout))
+	// Ledger writes are published asynchronously (state.Store.PutAsync and
+	// SwapAsync); the timeout ends every pending one, stored or not, after
+	// which it is retried synchronously.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(consumer.WriteTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -99,9 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		StaleAfter:    cfg.Relay.StaleAfter,
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
-	}, sender, prefCache, state.New(h.State).WithAsync(js), func(ev *event.Event, now time.Time) (*compose.Message, error) {
-		return compose.Compose(ev, composeCfg, now)
-	}, hopts...)
+	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.Compose, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
 
@@ -139,8 +137,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		})
 	})
 	err = g.Wait()
-	// Flush acks and naks before the connection closes.
-	_ = nc.Drain()
+	// Make sure the server has the last acks and naks before the deferred
+	// Close (Drain would only start draining in the background).
+	_ = nc.FlushTimeout(2 * time.Second)
 	log.Info("stopped")
 	return err
 }

@@ -111,6 +111,9 @@ func (s *Store) WithAsync(js jetstream.JetStream) *Store {
 	return s
 }
 
+// subject is the bucket's subject for key, where KV clients publish a put.
+func (s *Store) subject(key string) string { return "$KV." + s.kv.Bucket() + "." + key }
+
 // Pending is a write started by PutAsync.
 type Pending interface {
 	// Wait blocks until the server stored the write (nil) or it failed or
@@ -148,7 +151,7 @@ func (s *Store) PutAsync(key string, rec Record) (Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state encode %q: %w", key, err)
 	}
-	f, err := s.js.PublishAsync("$KV."+s.kv.Bucket()+"."+key, b)
+	f, err := s.js.PublishAsync(s.subject(key), b)
 	if err != nil {
 		return nil, fmt.Errorf("state put %q: %w", key, err)
 	}
@@ -220,7 +223,7 @@ func (s *Store) SwapAsync(ctx context.Context, key string, rec Record, rev uint6
 	}
 	var f jetstream.PubAckFuture
 	if s.js != nil && validKey(key) {
-		m := nats.NewMsg("$KV." + s.kv.Bucket() + "." + key)
+		m := nats.NewMsg(s.subject(key))
 		m.Data = b
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 		f, _ = s.js.PublishMsgAsync(m) // on error f is nil: the wait takes the KV client

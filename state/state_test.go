@@ -14,14 +14,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func TestLedger(t *testing.T) {
+// provisioned starts a JetStream server with the relay's streams and
+// buckets and returns it, a client's JetStream context and the handles.
+func provisioned(t *testing.T) (*natstest.Server, jetstream.JetStream, *provision.Handles) {
+	t.Helper()
 	ns := natstest.Start(t)
 	_, js := natstest.Connect(t, ns.URL())
-	ctx := context.Background()
-	h, err := provision.Provision(ctx, js, provision.Options{})
+	h, err := provision.Provision(context.Background(), js, provision.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ns, js, h
+}
+
+func TestLedger(t *testing.T) {
+	_, _, h := provisioned(t)
+	ctx := context.Background()
 	l := state.New(h.State)
 
 	if _, _, err := l.Get(ctx, "n1"); !errors.Is(err, state.ErrNotFound) {
@@ -89,13 +97,8 @@ func TestStates(t *testing.T) {
 }
 
 func TestPutAsync(t *testing.T) {
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
+	ns, js, h := provisioned(t)
 	ctx := context.Background()
-	h, err := provision.Provision(ctx, js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := state.Record{State: state.Sent, Type: "task.comment", Recipient: "u1", Attempts: 1,
 		MessageID: "<notify.a1@example.com>", UpdatedAt: time.Now().UTC(), StreamSeq: 3}
 
@@ -164,13 +167,8 @@ func TestPutAsync(t *testing.T) {
 // Swap(rev 0) on an async store takes the asynchronous create and falls
 // back to the KV client's Create, with the same results as the sync store.
 func TestSwapCreateAsync(t *testing.T) {
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
+	_, js, h := provisioned(t)
 	ctx := context.Background()
-	h, err := provision.Provision(ctx, js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := state.New(h.State).WithAsync(js)
 	rec := state.Record{State: state.Sending, Attempts: 1, StreamSeq: 9, UpdatedAt: time.Now().UTC()}
 

@@ -140,11 +140,11 @@ func sendError(err error) *Error {
 	default:
 		e.Step = StepData
 	}
-	// IsTemp is true for a 4xx; code 0 means no reply (connection dropped,
-	// timeout): the server may or may not have the message, so retry. 530
-	// (authentication required, RFC 4954) is about the configuration, not
-	// the message.
-	e.Temporary = se.IsTemp() || e.Code == 0 || e.Code/100 != 5 || e.Code == codeAuthRequired
+	// Only a 5xx reply is permanent: a 4xx is temporary, and code 0 means
+	// no reply (connection dropped, timeout), where the server may or may
+	// not have the message, so retry. 530 (authentication required, RFC
+	// 4954) is about the configuration, not the message.
+	e.Temporary = e.Code/100 != 5 || e.Code == codeAuthRequired
 	return e
 }
 
