@@ -190,8 +190,7 @@ type job struct {
 // dispatch decides a delivery up to the send. A delivery that is not to be
 // sent is applied (its outcome handed to the finisher) and dispatch reports
 // false; otherwise its claim is started and the job returned. The delivery
-// is kept from redelivery (InProgress) while it runs longer than a
-// fraction of AckWait.
+// is kept from redelivery (InProgress) until it is acked, naked or termed.
 func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher) (job, bool) {
 	r.h.obs.InFlight(1)
 	stop := keepAlive(msg, r.h.cfg.AckWait/3)
@@ -202,24 +201,25 @@ func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher)
 			return job{msg: msg, sj: sj, stop: stop}, true
 		}
 	}
-	stop()
 	r.h.obs.InFlight(-1)
-	r.apply(msg, out, fin, func() {})
+	r.apply(msg, out, fin, stop)
 	return job{}, false
 }
 
 // send finishes the claim of a dispatched delivery, sends it and hands the
 // outcome to the finisher. A send takes a token of unrecorded, given back
-// once its outcome is written.
+// once its outcome is written. The InProgress keepalive runs until the
+// delivery is acted on: a ledger write stalled by a leader election must
+// not let AckWait run out, or another relay would take the claim over and
+// mail it a second time.
 func (r *Runner) send(ctx context.Context, j job, fin *finisher, unrecorded chan struct{}) {
 	out, ok := r.h.claim(ctx, j.sj)
-	recorded := func() {}
+	recorded := j.stop
 	if ok {
 		unrecorded <- struct{}{}
-		recorded = func() { <-unrecorded }
+		recorded = func() { j.stop(); <-unrecorded }
 		out = r.h.deliver(ctx, j.sj)
 	}
-	j.stop()
 	r.h.obs.InFlight(-1)
 	r.apply(j.msg, out, fin, recorded)
 }
