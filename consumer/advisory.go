@@ -48,7 +48,7 @@ func NewAdvisories(cons jetstream.Consumer, stream StreamGetter, h *Handler) *Ad
 
 // Run processes advisories until ctx ends.
 func (a *Advisories) Run(ctx context.Context) error {
-	it, err := a.cons.Messages(jetstream.PullMaxMessages(16))
+	it, err := a.cons.Messages(jetstream.PullMaxMessages(16), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("consume advisories: %w", err)
 	}

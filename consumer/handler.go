@@ -388,6 +388,11 @@ func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
 	case err == nil:
 		next.State, next.Error = state.Sent, ""
 		out.Action, out.Reason = Ack, "sent"
+	case errors.Is(err, errStale):
+		// It went stale waiting (slow-down pauses): no attempt was made.
+		next.State, next.Error, next.Attempts, next.MessageID = state.SkippedStale, "", j.rec.Attempts, j.rec.MessageID
+		next.UpdatedAt = h.now()
+		out.Action, out.Reason = Ack, h.staleReason()
 	case ctx.Err() != nil:
 		// Shutting down mid-send: the attempt counts, the message comes back at once.
 		next.State, next.Error = state.Retrying, "interrupted by shutdown: "+why
@@ -409,8 +414,8 @@ func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
 // the notification from being mailed (stale, opted out, no address, no
 // transport), or "" when it is to be sent. Only reading the preferences fails.
 func (h *Handler) skip(ctx context.Context, ev *event.Event, now time.Time) (state.State, string, error) {
-	if h.cfg.StaleAfter > 0 && now.Sub(ev.OccurredAt) > h.cfg.StaleAfter {
-		return state.SkippedStale, fmt.Sprintf("older than %s", h.cfg.StaleAfter), nil
+	if h.stale(ev, now) {
+		return state.SkippedStale, h.staleReason(), nil
 	}
 	on, err := h.prefs.EmailEnabled(ctx, ev.Recipient.ID, ev.Type)
 	if err != nil {
@@ -426,6 +431,17 @@ func (h *Handler) skip(ctx context.Context, ev *event.Event, now time.Time) (sta
 	}
 	return "", "", nil
 }
+
+// stale reports whether ev is older than StaleAfter at now (contract:
+// "older than MAILRELAY_STALE_AFTER when it would be sent").
+func (h *Handler) stale(ev *event.Event, now time.Time) bool {
+	return h.cfg.StaleAfter > 0 && now.Sub(ev.OccurredAt) > h.cfg.StaleAfter
+}
+
+func (h *Handler) staleReason() string { return fmt.Sprintf("older than %s", h.cfg.StaleAfter) }
+
+// errStale: the notification went stale before it could be sent.
+var errStale = errors.New("notification went stale before it could be sent")
 
 // failure describes a send error for the ledger and the logs, leading with
 // the SMTP reply code when there is one.
@@ -457,16 +473,21 @@ func (h *Handler) sendRecovered(ctx context.Context, j *sendJob) (err error) {
 			err = fmt.Errorf("send panicked: %v", p)
 		}
 	}()
-	return h.send(ctx, j.m)
+	return h.send(ctx, j.ev, j.m)
 }
 
 // send hands m to the backend, waiting out process-wide slow-down pauses
-// (within SlowDownBudget) and the rate limit.
-func (h *Handler) send(ctx context.Context, m *compose.Message) error {
+// (within SlowDownBudget) and the rate limit. Staleness is judged again
+// before each try, as a pause can outlast StaleAfter's margin: errStale
+// means nothing was sent.
+func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message) error {
 	deadline := time.Now().Add(h.cfg.SlowDownBudget)
 	for {
 		if err := h.throttle.Wait(ctx); err != nil {
 			return err
+		}
+		if h.stale(ev, h.now()) {
+			return errStale
 		}
 		err := h.sendOnce(ctx, m)
 		if err == nil {

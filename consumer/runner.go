@@ -15,6 +15,15 @@ import (
 // minPullBatch is the smallest number of messages a pull asks for.
 const minPullBatch = 16
 
+// pullExpiry is how long one pull request lives on the server. nats.go
+// asks for idle heartbeats at half of it and resets the pull after two
+// missed ones, so it also bounds how long a pull that went silent (no
+// request waiting on the server, none sent by the client; seen in make
+// bench, cf. nats-io/nats.go#1622) stalls the relay: 5 s instead of the
+// default's 30 s. An idle relay renews its pull every 5 s; that is all
+// it costs.
+const pullExpiry = 5 * time.Second
+
 // Runner pulls deliveries from the durable consumer and sends up to
 // Concurrency of them at once. It never holds more than 2×Concurrency
 // deliveries being prepared or sent, the finisher's queue and one pull
@@ -66,7 +75,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// missed-heartbeat reset 30 s later, in about one drain in four of make
 	// bench; with the batch at 2×K, in none of 40 drains since (K = 1 to 16;
 	// cf. nats-io/nats.go#1622).
-	it, err := r.cons.Messages(jetstream.PullMaxMessages(max(2*r.concurrency, minPullBatch)))
+	it, err := r.cons.Messages(jetstream.PullMaxMessages(max(2*r.concurrency, minPullBatch)), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", "mailrelay", err)
 	}

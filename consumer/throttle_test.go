@@ -103,3 +103,35 @@ func TestSlowDownPausesEveryone(t *testing.T) {
 		t.Fatalf("Wait with a cancelled context = %v", err)
 	}
 }
+
+// A notification that goes stale while sends are paused for a slow-down
+// is skipped_stale when its turn comes, not mailed late (contract: "older
+// than MAILRELAY_STALE_AFTER when it would be sent").
+func TestStaleAfterSlowDownPause(t *testing.T) {
+	slow := &transport.Error{Temporary: true, Code: 421, Err: errors.New("slow down")}
+	sender := &scriptSender{errs: []error{slow}}
+	clock := func() time.Time {
+		sender.mu.Lock()
+		defer sender.mu.Unlock()
+		if len(sender.calls) > 0 { // the pause outlasted the notification's freshness
+			return testNow.Add(2 * time.Hour)
+		}
+		return testNow
+	}
+	ledger := newMemLedger()
+	h := NewHandler(Config{Configured: true, StaleAfter: time.Hour}, sender, memPrefs{"u1": {event.TaskAssigned: true}}, ledger,
+		simpleCompose, WithClock(clock), WithThrottle(NewThrottle(10*time.Millisecond, 20*time.Millisecond)))
+	subject, data := testEvent(nil)
+	msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}
+	out := h.Handle(context.Background(), msg)
+	if err := h.Apply(msg, out); err != nil {
+		t.Fatal(err)
+	}
+	if msg.last() != "ack" || sender.sent != 0 || len(sender.calls) != 1 {
+		t.Fatalf("action %q, %d tries, %d sent: want ack after one try and no mail", msg.last(), len(sender.calls), sender.sent)
+	}
+	rec, _ := ledger.get("n1")
+	if rec.State != state.SkippedStale || rec.Attempts != 0 {
+		t.Fatalf("record %+v, want skipped_stale with no attempt counted", rec)
+	}
+}
