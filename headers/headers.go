@@ -127,16 +127,6 @@ func ListID(override, fromDomain string) string {
 	return string(b)
 }
 
-// SettingsURL returns baseURL (trailing slashes trimmed) + SettingsPath, or
-// "" when baseURL is empty.
-func SettingsURL(baseURL string) string {
-	base := strings.TrimRight(baseURL, "/")
-	if base == "" {
-		return ""
-	}
-	return base + SettingsPath
-}
-
 // ListUnsubscribe returns the List-Unsubscribe value for a frontend base
 // URL, "<BASE/settings/notifications>", and whether RFC 8058 one-click
 // applies (only for an https base; then List-Unsubscribe-Post:

@@ -123,21 +123,6 @@ func TestListUnsubscribe(t *testing.T) {
 	}
 }
 
-func TestSettingsURL(t *testing.T) {
-	tests := []struct{ name, base, want string }{
-		{"unset", "", ""},
-		{"plain", "https://app.example.com", "https://app.example.com/settings/notifications"},
-		{"trailing slash", "https://app.example.com/", "https://app.example.com/settings/notifications"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := SettingsURL(tt.base); got != tt.want {
-				t.Errorf("SettingsURL(%q) = %q, want %q", tt.base, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestDomain(t *testing.T) {
 	tests := []struct{ name, email, want string }{
 		{"plain", "notify@example.com", "example.com"},

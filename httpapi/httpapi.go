@@ -27,7 +27,6 @@ type Config struct {
 	// AdminToken guards /v1/status/email; "" answers 403 to everyone.
 	AdminToken string
 	Registry   *prometheus.Registry
-	Log        *zap.Logger
 }
 
 // Handler returns the HTTP handler.

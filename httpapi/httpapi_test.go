@@ -21,7 +21,7 @@ func TestEndpoints(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_test_total", Help: "t"})
 	reg.MustRegister(c)
 	c.Inc()
-	h := Handler(Config{Ready: ready.Load, AdminToken: "s3cret-token", Registry: reg, Log: zap.NewNop(),
+	h := Handler(Config{Ready: ready.Load, AdminToken: "s3cret-token", Registry: reg,
 		Status: func() any { return map[string]any{"mode": "smtp", "port": 587} }})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -73,7 +73,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestStatusForbiddenWithoutToken(t *testing.T) {
-	srv := httptest.NewServer(Handler(Config{Status: func() any { return "x" }, Log: zap.NewNop()}))
+	srv := httptest.NewServer(Handler(Config{Status: func() any { return "x" }}))
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/status/email", nil)
 	req.Header.Set("Authorization", "Bearer ")
@@ -94,7 +94,7 @@ func TestServeStopsWithContext(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeListener(ctx, ln, Handler(Config{Log: zap.NewNop()}), zap.NewNop()) }()
+	go func() { done <- ServeListener(ctx, ln, Handler(Config{}), zap.NewNop()) }()
 	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
 	if err != nil {
 		t.Fatal(err)

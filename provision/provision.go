@@ -32,6 +32,11 @@ const (
 	AdvisoryConsumer = "mailrelay_advisories"
 )
 
+// MaxAckPending is the consumer's MaxAckPending: at most this many messages
+// are delivered and not yet acknowledged, over every relay together. It is
+// not configurable.
+const MaxAckPending = 1000
+
 // Options are the tunables of the provisioned objects.
 type Options struct {
 	Replicas          int           // 1 by default
@@ -39,7 +44,6 @@ type Options struct {
 	DuplicateWindow   time.Duration // Nats-Msg-Id window; 1 hour by default
 	AckWait           time.Duration // consumer AckWait; 60 s by default
 	StateTTL          time.Duration // notify_email_state TTL; 30 days by default
-	MaxAckPending     int           // consumer MaxAckPending; 1000 by default
 	RetryUntilTimeout bool          // keep retrying "no suitable peers" while ctx lasts (clusters)
 }
 
@@ -64,9 +68,6 @@ func (o *Options) defaults() {
 	}
 	if o.StateTTL < o.MaxAge {
 		o.StateTTL = o.MaxAge
-	}
-	if o.MaxAckPending <= 0 {
-		o.MaxAckPending = 1000
 	}
 }
 
@@ -106,7 +107,7 @@ func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MaxDeliver:    MaxDeliver,
 		AckWait:       o.AckWait,
-		MaxAckPending: o.MaxAckPending,
+		MaxAckPending: MaxAckPending,
 		Replicas:      o.Replicas,
 	}
 }

@@ -36,7 +36,7 @@ func TestProvisionIdempotent(t *testing.T) {
 	}
 	cc := second.Consumer.CachedInfo().Config
 	if cc.Durable != "mailrelay" || cc.FilterSubject != "notify.>" || cc.AckPolicy != jetstream.AckExplicitPolicy ||
-		cc.MaxDeliver != 3 || cc.AckWait != 45*time.Second {
+		cc.MaxDeliver != 3 || cc.AckWait != 45*time.Second || cc.MaxAckPending != 1000 {
 		t.Errorf("consumer config %+v", cc)
 	}
 	adv, err := js.Stream(ctx, provision.AdvisoryStream)

@@ -108,7 +108,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		Ready:      ready,
 		AdminToken: cfg.HTTP.AdminToken.Reveal(),
 		Registry:   m.Registry,
-		Log:        log,
 		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
 	})
 

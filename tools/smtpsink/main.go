@@ -47,6 +47,8 @@ func main() {
 		}
 		break
 	}
-	_ = s.Close()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "smtpsink:", err)
+	}
 	fmt.Printf("accepted %d messages on %d connections\n", s.Count(), s.Connections())
 }

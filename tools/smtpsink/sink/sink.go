@@ -6,7 +6,7 @@
 package sink
 
 import (
-	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -30,14 +30,22 @@ type Options struct {
 
 // Sink is a running server.
 type Sink struct {
-	opts     Options
-	ln       net.Listener
-	srv      *smtp.Server
-	served   chan struct{}
-	count    atomic.Int64
-	conns    atomic.Int64
-	stop     chan struct{}
-	stopOnce sync.Once
+	opts   Options
+	ln     net.Listener
+	srv    *smtp.Server
+	served chan struct{}
+	count  atomic.Int64
+	conns  atomic.Int64
+	stop   chan struct{}
+
+	// handlers counts the accepted connections whose handler has not
+	// closed them yet; open holds them, for the forced close.
+	handlers sync.WaitGroup
+	mu       sync.Mutex
+	open     map[*trackedConn]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start listens and serves in the background.
@@ -49,7 +57,9 @@ func Start(o Options) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{opts: o, ln: ln, served: make(chan struct{}), stop: make(chan struct{})}
+	s := &Sink{opts: o, served: make(chan struct{}), stop: make(chan struct{}),
+		open: make(map[*trackedConn]struct{})}
+	s.ln = trackListener{Listener: ln, s: s}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = "smtpsink.localhost"
 	srv.AllowInsecureAuth = true
@@ -59,7 +69,7 @@ func Start(o Options) (*Sink, error) {
 	s.srv = srv
 	go func() {
 		defer close(s.served)
-		_ = srv.Serve(ln)
+		_ = srv.Serve(s.ln)
 	}()
 	return s, nil
 }
@@ -73,15 +83,72 @@ func (s *Sink) Count() int64 { return s.count.Load() }
 // Connections is the number of connections accepted so far.
 func (s *Sink) Connections() int64 { return s.conns.Load() }
 
-// Close stops listening, closes every connection and waits for the
-// handlers.
+// Close stops accepting, closes every connection at once (a sink has
+// nothing to finish: a message waiting out its Latency gets 421) and waits
+// for the connection handlers to return. It returns nil once they have;
+// later calls wait likewise.
 func (s *Sink) Close() error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.srv.Close()
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Sink) close() error {
+	close(s.stop)
+	// Close the listener and let Serve return first: after that no
+	// connection can be accepted, and every accepted one is in s.open.
+	lerr := s.ln.Close()
 	<-s.served
-	return s.srv.Shutdown(ctx)
+	s.mu.Lock()
+	for c := range s.open {
+		// Its handler then fails reading, returns and closes the
+		// trackedConn, which ends it in s.handlers.
+		_ = c.Conn.Close()
+	}
+	s.mu.Unlock()
+	s.handlers.Wait()
+	if lerr != nil && !errors.Is(lerr, net.ErrClosed) {
+		return lerr
+	}
+	return nil
+}
+
+// trackListener hands out trackedConns, so that Close can close the
+// connections whose clients do not quit.
+type trackListener struct {
+	net.Listener
+	s *Sink
+}
+
+func (l trackListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: l.s}
+	l.s.handlers.Add(1) // in Serve's goroutine, before s.served is closed
+	l.s.mu.Lock()
+	l.s.open[tc] = struct{}{}
+	l.s.mu.Unlock()
+	return tc, nil
+}
+
+// trackedConn is a connection that leaves the sink's open set when it is
+// closed; go-smtp closes it when its handler returns.
+type trackedConn struct {
+	net.Conn
+	s    *Sink
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.open, c)
+		c.s.mu.Unlock()
+		c.s.handlers.Done()
+	})
+	return err
 }
 
 type backend struct{ s *Sink }
