@@ -329,6 +329,10 @@ func TestNATSConfPermissions(t *testing.T) {
 	if res := runMailrelay(t, env, "", "state", "get", "perm-1"); res.ExitCode != 0 || !strings.Contains(res.Stdout, `"sent"`) {
 		t.Errorf("state get as the relay: %+v", res)
 	}
+	// replay reads the ledger with a watch (an ordered consumer on the bucket).
+	if res := runMailrelay(t, env, "", "replay", "--dry-run"); res.ExitCode != 0 {
+		t.Errorf("replay --dry-run as the relay: %+v", res)
+	}
 
 	// The publisher may read nothing and consume nothing. High-level calls
 	// fail (their first API request is refused) ...

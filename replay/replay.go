@@ -9,10 +9,12 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mailrelay/mailrelay/event"
@@ -28,6 +30,12 @@ type Filter struct {
 	State state.State   // inbox_only by default
 	Since time.Duration // only records updated within this long; 0: all
 	User  string        // only this recipient; "": all
+
+	// MaxEventBytes is the event size limit the relays run with
+	// (MAILRELAY_MAX_EVENT_BYTES; 0: event.DefaultMaxBytes). The stored
+	// message is checked against it, so that every event the relays accept
+	// can be replayed.
+	MaxEventBytes int
 }
 
 // Candidate is one notification replay would re-drive, or skip and why.
@@ -58,46 +66,91 @@ func Plan(ctx context.Context, stream Stream, ledger jetstream.KeyValue, f Filte
 	if !ok {
 		return nil, fmt.Errorf("state %q cannot be replayed (accepted: %v)", f.State, Replayable)
 	}
-	lister, err := ledger.ListKeys(ctx)
+	entries, err := records(ctx, ledger)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", state.Bucket, err)
+		return nil, err
 	}
-	defer func() { _ = lister.Stop() }()
-	store := state.New(ledger)
 	var out []Candidate
-	for key := range lister.Keys() {
-		rec, rev, err := store.Get(ctx, key)
-		if errors.Is(err, state.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
+	for key, e := range entries {
+		var rec state.Record
+		if json.Unmarshal(e.Value(), &rec) != nil {
+			continue // a record that cannot be read is treated as absent (as state.Store.Get does)
 		}
 		if rec.State != f.State || (f.User != "" && rec.Recipient != f.User) ||
-			(f.Since > 0 && now.Sub(rec.UpdatedAt) > f.Since) || !event.ValidID(key) {
+			(f.Since > 0 && now.Sub(rec.UpdatedAt) > f.Since) {
 			continue
 		}
-		c := Candidate{ID: key, Record: rec, rev: rev}
-		raw, err := stream.GetMsg(ctx, rec.StreamSeq)
-		switch {
-		case rec.StreamSeq == 0:
-			c.Skip = "the record does not name its stream message"
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			c.Skip = "the message is no longer in the stream (older than its max age)"
-		case err != nil:
-			return nil, fmt.Errorf("get message %d: %w", rec.StreamSeq, err)
-		default:
-			ev, derr := event.Decode(raw.Subject, raw.Data, 0)
-			if derr != nil || ev.ID != key {
-				c.Skip = "the stream message at its sequence is not this notification"
-			} else {
-				c.subject, c.data = raw.Subject, raw.Data
-			}
+		c := Candidate{ID: key, Record: rec, rev: e.Revision()}
+		if c.Skip, err = c.source(ctx, stream, f.MaxEventBytes); err != nil {
+			return nil, err
 		}
 		out = append(out, c)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Record.UpdatedAt.Before(out[j].Record.UpdatedAt) })
+	slices.SortFunc(out, func(a, b Candidate) int {
+		if n := a.Record.UpdatedAt.Compare(b.Record.UpdatedAt); n != 0 {
+			return n
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out, nil
+}
+
+// records reads the current record, with its revision, of every ledger key
+// that may be a notification id, in one pass over the bucket: a KV watch
+// delivers the last value of each key, then nil, so there is no Get per key.
+// Ids never hold a dot (event.ValidID), so the single-token pattern "*"
+// leaves the seq.<n> records, which can never be replayed, on the server.
+func records(ctx context.Context, ledger jetstream.KeyValue) (map[string]jetstream.KeyValueEntry, error) {
+	w, err := ledger.Watch(ctx, "*")
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", state.Bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	out := make(map[string]jetstream.KeyValueEntry)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s: %w", state.Bucket, ctx.Err())
+		case e, open := <-w.Updates():
+			switch {
+			case !open:
+				return nil, fmt.Errorf("read %s: the watch ended before all records were read", state.Bucket)
+			case e == nil:
+				return out, nil // every current record read
+			case !event.ValidID(e.Key()):
+			case e.Operation() == jetstream.KeyValuePut:
+				out[e.Key()] = e // a key written again while reading: the later value wins
+			default:
+				delete(out, e.Key()) // deleted or purged
+			}
+		}
+	}
+}
+
+// source reads the message the record names from the stream and keeps it
+// when it is this notification and still valid. It returns why the
+// candidate cannot be replayed, or "".
+func (c *Candidate) source(ctx context.Context, stream Stream, maxBytes int) (string, error) {
+	if c.Record.StreamSeq == 0 {
+		return "the record does not name its stream message", nil
+	}
+	raw, err := stream.GetMsg(ctx, c.Record.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "the message is no longer in the stream (older than its max age)", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get message %d: %w", c.Record.StreamSeq, err)
+	}
+	ev, err := event.Decode(raw.Subject, raw.Data, maxBytes)
+	switch {
+	case ev == nil || ev.ID != c.ID:
+		return "the stream message at its sequence is not this notification", nil
+	case err != nil:
+		// e.g. larger than MAILRELAY_MAX_EVENT_BYTES: the relays would not send it
+		return "the stream message is rejected: " + err.Error(), nil
+	}
+	c.subject, c.data = raw.Subject, raw.Data
+	return "", nil
 }
 
 // Result says what became of one candidate.

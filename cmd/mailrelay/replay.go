@@ -35,7 +35,8 @@ func (a *app) replay(ctx context.Context, c replayCmd) error {
 		return err
 	}
 	now := time.Now().UTC()
-	plan, err := replay.Plan(ctx, stream, ledger, replay.Filter{State: state.State(c.State), Since: c.Since, User: c.User}, now)
+	plan, err := replay.Plan(ctx, stream, ledger, replay.Filter{State: state.State(c.State), Since: c.Since, User: c.User,
+		MaxEventBytes: a.cfg.Relay.MaxEventBytes}, now)
 	if err != nil {
 		return err
 	}

@@ -72,3 +72,43 @@ func TestReplayCommand(t *testing.T) {
 		t.Fatal("--state sent was accepted")
 	}
 }
+
+// TestReplayCommandMaxEventBytes: replay decodes the stored message with
+// MAILRELAY_MAX_EVENT_BYTES, so an event over the 64 KiB default that the
+// relays accept under a raised limit is replayed, not skipped.
+func TestReplayCommandMaxEventBytes(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	h, err := provision.Provision(ctx, js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &event.Event{ID: "big", Type: event.TaskComment, OccurredAt: time.Now().UTC(),
+		Recipient: event.Recipient{ID: "u1", Email: "ann@example.com"}, Task: event.Task{ID: "t1", Title: "T"},
+		Comment: &event.Comment{ID: "c1", Body: strings.Repeat("word ", 20<<10)}}
+	data, _ := json.Marshal(ev)
+	if len(data) <= event.DefaultMaxBytes {
+		t.Fatalf("event is %d bytes, want more than %d", len(data), event.DefaultMaxBytes)
+	}
+	ack, err := event.PublishRaw(ctx, js, ev.Type.Subject(), ev.ID, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := state.New(h.State)
+	if err := ledger.Put(ctx, "big", state.Record{State: state.InboxOnly, Type: "task.comment", Recipient: "u1", Attempts: 3,
+		Error: "421 try later", StreamSeq: ack.Sequence, UpdatedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	env := envFrom(map[string]string{"NATS_URL": ns.URL(), "MAILRELAY_MAX_EVENT_BYTES": "262144"})
+	out, _, err := runCLI(t, env, "replay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "replayed big as stream sequence 2") || !strings.Contains(out, "replayed 1, not replayed 0") {
+		t.Fatalf("replay output:\n%s", out)
+	}
+	if cp, err := h.Stream.GetMsg(ctx, 2); err != nil || string(cp.Data) != string(data) {
+		t.Fatalf("republished copy: %v", err)
+	}
+}
