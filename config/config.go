@@ -10,7 +10,6 @@
 package config
 
 import (
-	"net"
 	"net/mail"
 	"strings"
 	"time"
@@ -149,7 +148,20 @@ func (c *Config) Security() string {
 // InsecureAuthAllowed reports whether SMTP credentials may be sent without
 // TLS: MAILRELAY_SMTP_INSECURE_AUTH is true, or EMAIL_HOST is loopback.
 func (c *Config) InsecureAuthAllowed() bool {
-	return c.Email.InsecureAuth || isLoopback(c.Email.Host)
+	return c.Email.InsecureAuth || IsLoopback(c.Email.Host)
+}
+
+// SMTPAuth returns the SMTP credential settings, for SMTPAuth.Check (which
+// Validate applies in ModeSMTP) and SMTPAuth.Enabled.
+func (c *Config) SMTPAuth() SMTPAuth {
+	e := c.Email
+	return SMTPAuth{
+		Host:         e.Host,
+		User:         e.User,
+		HasPassword:  e.Password.IsSet(),
+		TLS:          e.UseTLS || e.UseSSL,
+		InsecureAuth: e.InsecureAuth,
+	}
 }
 
 // FromAddress returns the display name (possibly empty) and the address of
@@ -222,14 +234,4 @@ func (c *Config) Status() Status {
 		s.Host, s.Port, s.Security = c.Email.Host, c.Email.Port, c.Security()
 	}
 	return s
-}
-
-// isLoopback reports whether host is "localhost" or a loopback IP address.
-func isLoopback(host string) bool {
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -154,6 +154,27 @@ func TestLoadGood(t *testing.T) {
 			if !c.InsecureAuthAllowed() {
 				t.Error("[::1] is loopback")
 			}
+			// Normalised once, for the backend, the status API and the log.
+			if c.Email.Host != "::1" || c.Status().Host != "::1" {
+				t.Errorf("host %q, status host %q, want ::1", c.Email.Host, c.Status().Host)
+			}
+		}},
+		{"host IPv6 bracketed, credentials in the clear to it", map[string]string{"EMAIL_HOST": "[::1]", "EMAIL_HOST_USER": "u", "EMAIL_HOST_PASSWORD": "p"}, func(t *testing.T, c *Config) {
+			if !c.SMTPAuth().Enabled() {
+				t.Error("AUTH not enabled")
+			}
+		}},
+		{"host IPv4 bracketed", map[string]string{"EMAIL_HOST": "[192.0.2.1]"}, func(t *testing.T, c *Config) {
+			if c.Email.Host != "192.0.2.1" {
+				t.Errorf("host %q", c.Email.Host)
+			}
+		}},
+		{"user without password, smtp not configured", map[string]string{"EMAIL_HOST_USER": "u"}, func(t *testing.T, c *Config) {}},
+		{"password without user, console backend", map[string]string{"EMAIL_BACKEND": "console", "EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "p"}, func(t *testing.T, c *Config) {}},
+		{"no credentials, no TLS, remote host", map[string]string{"EMAIL_HOST": "smtp.example.com"}, func(t *testing.T, c *Config) {
+			if c.SMTPAuth().Enabled() {
+				t.Error("AUTH enabled without credentials")
+			}
 		}},
 		{"host container name", map[string]string{"EMAIL_HOST": "mail_relay"}, func(t *testing.T, c *Config) {}},
 		{"port 587", map[string]string{"EMAIL_PORT": "587"}, func(t *testing.T, c *Config) {
@@ -463,6 +484,24 @@ func TestLoadBad(t *testing.T) {
 			"MAILRELAY_ADMIN_TOKEN: the value is not one word of printable ASCII (a bearer token)"},
 		{"credentials in the clear", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_USER": "u", "EMAIL_HOST_PASSWORD": "p"}, "EMAIL_USE_TLS",
 			"EMAIL_USE_TLS and EMAIL_USE_SSL are both false but EMAIL_HOST_USER is set: credentials are never sent in the clear to smtp.example.com"},
+		{"credentials in the clear to a bracketed remote IPv6", map[string]string{"EMAIL_HOST": "[2001:db8::1]", "EMAIL_HOST_USER": "u", "EMAIL_HOST_PASSWORD": "p"}, "EMAIL_USE_TLS",
+			"credentials are never sent in the clear to 2001:db8::1,"},
+		{"password without user", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_TLS": "true", "EMAIL_HOST_PASSWORD": "p"}, "EMAIL_HOST_USER",
+			"EMAIL_HOST_USER: required when EMAIL_HOST_PASSWORD is set: the relay authenticates with both or with neither"},
+		{"password file without user", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_SSL": "true", "EMAIL_HOST_PASSWORD_FILE": file}, "EMAIL_HOST_USER",
+			"EMAIL_HOST_USER: required when EMAIL_HOST_PASSWORD_FILE is set"},
+		{"password without user, in the clear", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "p"}, "EMAIL_HOST_USER",
+			"EMAIL_HOST_USER: required when EMAIL_HOST_PASSWORD is set"},
+		{"user without password", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_TLS": "true", "EMAIL_HOST_USER": "u"}, "EMAIL_HOST_PASSWORD",
+			"EMAIL_HOST_PASSWORD (or EMAIL_HOST_PASSWORD_FILE): required when EMAIL_HOST_USER is set"},
+		{"user without password, loopback", map[string]string{"EMAIL_HOST": "localhost", "EMAIL_HOST_USER": "u"}, "EMAIL_HOST_PASSWORD",
+			"required when EMAIL_HOST_USER is set"},
+		{"user with an unreadable password file", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_USE_TLS": "true", "EMAIL_HOST_USER": "u", "EMAIL_HOST_PASSWORD_FILE": missing}, "EMAIL_HOST_PASSWORD_FILE",
+			"no such file or directory"},
+		{"host with unbalanced bracket", map[string]string{"EMAIL_HOST": "[::1"}, "EMAIL_HOST", `"[::1" is not a host name`},
+		{"host with closing bracket only", map[string]string{"EMAIL_HOST": "::1]"}, "EMAIL_HOST", "is not a host name"},
+		{"host name bracketed", map[string]string{"EMAIL_HOST": "[smtp.example.com]"}, "EMAIL_HOST", "is not a host name"},
+		{"host IPv6 with port", map[string]string{"EMAIL_HOST": "[::1]:25"}, "EMAIL_HOST", "is not a host name"},
 		{"retry delays not durations", map[string]string{"MAILRELAY_RETRY_DELAYS": "x"}, "MAILRELAY_RETRY_DELAYS",
 			`MAILRELAY_RETRY_DELAYS: "x" is not a Go duration list like 30s,2m`},
 		{"retry delays without unit", map[string]string{"MAILRELAY_RETRY_DELAYS": "30"}, "MAILRELAY_RETRY_DELAYS", `"30" is not a Go duration list`},
@@ -747,8 +786,7 @@ func TestWarnings(t *testing.T) {
 		{"from localhost", with("DEFAULT_FROM_EMAIL", ""), "DEFAULT_FROM_EMAIL (webmaster@localhost) is not at a public domain"},
 		{"port 465 without ssl", with("EMAIL_PORT", "465"), "EMAIL_PORT is 465"},
 		{"ssl on 587", with("EMAIL_USE_TLS", "", "EMAIL_USE_SSL", "true"), "EMAIL_USE_SSL is true but EMAIL_PORT is 587"},
-		{"user without password", with("EMAIL_HOST_PASSWORD", ""), "EMAIL_HOST_USER is set but EMAIL_HOST_PASSWORD is not"},
-		{"password without user", with("EMAIL_HOST_USER", ""), "EMAIL_HOST_PASSWORD is set but EMAIL_HOST_USER is not"},
+		{"no credentials", with("EMAIL_HOST_USER", "", "EMAIL_HOST_PASSWORD", ""), ""},
 		{"credentials in the clear, allowed", with("EMAIL_USE_TLS", "false", "MAILRELAY_SMTP_INSECURE_AUTH", "true"), ""},
 		{"credentials in the clear to loopback", with("EMAIL_USE_TLS", "false", "EMAIL_HOST", "127.0.0.1"), ""},
 		{"ack wait short", with("MAILRELAY_ACK_WAIT", "20s"), "MAILRELAY_ACK_WAIT (20s) is shorter than twice EMAIL_TIMEOUT (15s)"},

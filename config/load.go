@@ -31,7 +31,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	raw := readEnv(getenv)
 	var c Config
 	problems, failed := c.parse(raw)
-	problems = append(problems, c.readSecretFiles(raw)...)
+	problems = append(problems, c.readSecretFiles(raw, failed)...)
 	// A variable that did not parse holds a zero value: checking it again
 	// would only report the same variable twice.
 	for _, p := range c.validate() {
@@ -80,7 +80,7 @@ func (c *Config) parse(raw map[string]string) (Problems, map[string]bool) {
 	// field name, which is only unique within a group (NATS.Password and
 	// Email.Password).
 	opts := env.Options{Environment: raw, FuncMap: parsers()}
-	for _, group := range []any{&c.Email, &c.Message, &c.NATS, &c.HTTP, &c.JetStream, &c.Relay, &c.Log} {
+	for _, group := range c.groups() {
 		var agg env.AggregateError
 		if err := env.ParseWithOptions(group, opts); !errors.As(err, &agg) {
 			continue
@@ -102,8 +102,20 @@ func (c *Config) parse(raw map[string]string) (Problems, map[string]bool) {
 		c.Email.Timeout = d
 	}
 
+	// Normalised once here, so that everything downstream (the SMTP
+	// backend, the status API, the log) sees the host as it is dialled:
+	// "[::1]" becomes "::1". A host that is not valid is left for validate.
+	if h, ok := NormalizeHost(c.Email.Host); ok {
+		c.Email.Host = h
+	}
 	c.Message.FrontendBaseURL = strings.TrimRight(c.Message.FrontendBaseURL, "/")
 	return problems, failed
+}
+
+// groups returns pointers to the groups of c, in the order of Config: the
+// structs env fills and the log walks.
+func (c *Config) groups() []any {
+	return []any{&c.Email, &c.Message, &c.NATS, &c.HTTP, &c.JetStream, &c.Relay, &c.Log}
 }
 
 // envName returns the variable of the named field of the struct group
@@ -152,8 +164,10 @@ func parseSeconds(s string) (time.Duration, error) {
 }
 
 // readSecretFiles fills the password and admin token from their _FILE
-// variables, refusing a variable set together with its _FILE twin.
-func (c *Config) readSecretFiles(raw map[string]string) Problems {
+// variables, refusing a variable set together with its _FILE twin. A file
+// that cannot be read is added to failed, so that the checks that miss its
+// content do not report the same mistake again.
+func (c *Config) readSecretFiles(raw map[string]string, failed map[string]bool) Problems {
 	var problems Problems
 	for _, s := range []struct {
 		name, fileName string
@@ -173,6 +187,7 @@ func (c *Config) readSecretFiles(raw map[string]string) Problems {
 		default:
 			v, err := readSecretFile(path)
 			if err != nil {
+				failed[s.fileName] = true
 				problems = append(problems, Problem{
 					Vars: []string{s.fileName},
 					Msg:  fmt.Sprintf("%s: %v", s.fileName, err),

@@ -1,55 +1,99 @@
 package config
 
 import (
+	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 )
 
 // MarshalLogObject logs the effective configuration, for zap.Object or
-// zap.Any at start-up. Secrets show as "[redacted]" or "[unset]", the SMTP
-// username only as whether it is set, and credentials inside NATS_URL as
-// "[redacted]".
+// zap.Any at start-up: "mode" and "email_security", then every variable of
+// the table (Vars), in its order, under its name in lower case
+// ("email_host", "mailrelay_ack_wait") with the value Load settled on
+// (defaults applied, the host normalised, durations as Go durations). The
+// list is the table itself, so a new variable is logged without anyone
+// remembering to.
+//
+// A Secret shows as "[redacted]" or "[unset]", and so does a Private value
+// (the SMTP username); credentials inside NATS_URL show as "[redacted]".
 func (c *Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("mode", c.Mode())
-	enc.AddString("email_host", c.Email.Host)
-	enc.AddInt("email_port", c.Email.Port)
 	enc.AddString("email_security", c.Security())
-	enc.AddBool("email_user_set", c.Email.User != "")
-	enc.AddString("email_password", c.Email.Password.String())
-	enc.AddDuration("email_timeout", c.Email.Timeout)
-	enc.AddString("email_file_path", c.Email.FilePath)
-	enc.AddBool("smtp_insecure_auth", c.Email.InsecureAuth)
-	enc.AddString("from", c.Message.From)
-	enc.AddString("frontend_base_url", c.Message.FrontendBaseURL)
-	enc.AddString("list_id", c.Message.ListID)
-	enc.AddString("template_dir", c.Message.TemplateDir)
-	enc.AddInt("snippet_max", c.Message.SnippetMax)
-	enc.AddString("nats_url", redactURLs(c.NATS.Servers()))
-	enc.AddString("nats_creds", c.NATS.Creds)
-	enc.AddString("nats_nkey", c.NATS.NKey)
-	enc.AddString("nats_user", c.NATS.User)
-	enc.AddString("nats_password", c.NATS.Password.String())
-	enc.AddString("nats_token", c.NATS.Token.String())
-	enc.AddString("nats_inbox_prefix", c.NATS.InboxPrefix)
-	enc.AddString("nats_ca", c.NATS.CA)
-	enc.AddString("nats_cert", c.NATS.Cert)
-	enc.AddString("http_addr", c.HTTP.Addr)
-	enc.AddString("admin_token", c.HTTP.AdminToken.String())
-	enc.AddInt("stream_replicas", c.JetStream.Replicas)
-	enc.AddDuration("stream_max_age", c.JetStream.MaxAge)
-	enc.AddDuration("duplicate_window", c.JetStream.DuplicateWindow)
-	enc.AddDuration("state_ttl", c.JetStream.StateTTL)
-	enc.AddDuration("ack_wait", c.JetStream.AckWait)
-	enc.AddString("data_dir", c.JetStream.DataDir)
-	enc.AddInt("concurrency", c.Relay.Concurrency)
-	enc.AddString("retry_delays", fmtDurations(c.Relay.RetryDelays))
-	enc.AddInt("max_event_bytes", c.Relay.MaxEventBytes)
-	enc.AddDuration("stale_after", c.Relay.StaleAfter)
-	enc.AddFloat64("max_rate", c.Relay.MaxRate)
-	enc.AddDuration("shutdown_timeout", c.Relay.ShutdownTimeout)
+	fields := c.fieldsByVar()
+	for _, v := range vars {
+		key := strings.ToLower(v.Name)
+		f, ok := fields[v.Name]
+		switch {
+		case !ok:
+			// A variable no field reads: TestVarsMatchConfig fails first.
+			enc.AddString(key, "[not read]")
+		case v.Secret || v.Private:
+			enc.AddString(key, redactedValue(f))
+		case v.Name == "NATS_URL":
+			enc.AddString(key, redactURLs(c.NATS.Servers()))
+		default:
+			addValue(enc, key, f)
+		}
+	}
 	return nil
+}
+
+// fieldsByVar maps each variable to the field of c that holds its value.
+func (c *Config) fieldsByVar() map[string]reflect.Value {
+	fields := map[string]reflect.Value{
+		"EMAIL_TIMEOUT": reflect.ValueOf(c.Email.Timeout), // env:"-", read by parseSeconds
+	}
+	for _, group := range c.groups() {
+		g := reflect.ValueOf(group).Elem()
+		for i := range g.NumField() {
+			name, _, _ := strings.Cut(g.Type().Field(i).Tag.Get("env"), ",")
+			if name != "" && name != "-" {
+				fields[name] = g.Field(i)
+			}
+		}
+	}
+	return fields
+}
+
+// redactedValue shows a secret or private field only as set or unset.
+func redactedValue(f reflect.Value) string {
+	switch v := f.Interface().(type) {
+	case Secret:
+		return v.String()
+	case string:
+		return NewSecret(v).String()
+	default:
+		return redacted
+	}
+}
+
+// addValue logs one field with its type: numbers and booleans as such,
+// durations and lists of them as Go durations, the rest as text.
+func addValue(enc zapcore.ObjectEncoder, key string, f reflect.Value) {
+	switch v := f.Interface().(type) {
+	case time.Duration:
+		enc.AddString(key, fmtDuration(v))
+	case []time.Duration:
+		enc.AddString(key, fmtDurations(v))
+	case bool:
+		enc.AddBool(key, v)
+	case int:
+		enc.AddInt(key, v)
+	case float64:
+		enc.AddFloat64(key, v)
+	case fmt.Stringer:
+		enc.AddString(key, v.String())
+	default:
+		if f.Kind() == reflect.String {
+			enc.AddString(key, f.String())
+		} else {
+			enc.AddString(key, fmt.Sprint(v))
+		}
+	}
 }
 
 // redactURLs joins urls with commas, each with its user info (a user and

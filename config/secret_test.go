@@ -128,7 +128,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			for _, l := range leaks(outs) {
 				t.Errorf("secret shown in %s", l)
 			}
-			if !strings.Contains(outs["zap Object"], `"email_password"`) {
+			if !strings.Contains(outs["zap Object"], `"email_host_password"`) {
 				t.Errorf("zap Object wrote %s", outs["zap Object"])
 			}
 		})

@@ -143,16 +143,15 @@ func (c *Config) checkEmail(k *checker) {
 	e := c.Email
 	_, err := parseBackend(string(e.Backend))
 	k.check(err == nil, "EMAIL_BACKEND", string(e.Backend))
-	k.check(e.Host == "" || validHost(e.Host), "EMAIL_HOST", e.Host)
+	_, hostOK := NormalizeHost(e.Host)
+	k.check(e.Host == "" || hostOK, "EMAIL_HOST", e.Host)
 	k.checkInt("EMAIL_PORT", e.Port, 1, 65535)
 	if e.UseTLS && e.UseSSL {
 		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL"},
 			"EMAIL_USE_TLS and EMAIL_USE_SSL are both true: choose one (STARTTLS, usually port 587, or implicit TLS, usually port 465)")
 	}
-	if c.Mode() == ModeSMTP && e.User != "" && e.Password.IsSet() && !e.UseTLS && !e.UseSSL && !c.InsecureAuthAllowed() {
-		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL", "MAILRELAY_SMTP_INSECURE_AUTH"},
-			"EMAIL_USE_TLS and EMAIL_USE_SSL are both false but EMAIL_HOST_USER is set: credentials are never sent in the clear to %s, which is not loopback; set one of them, or MAILRELAY_SMTP_INSECURE_AUTH=true to allow it",
-			e.Host)
+	if c.Mode() == ModeSMTP {
+		c.checkSMTPAuth(k)
 	}
 	k.check(e.Timeout > 0, "EMAIL_TIMEOUT", strconv.FormatFloat(e.Timeout.Seconds(), 'f', -1, 64))
 	switch {
@@ -162,6 +161,40 @@ func (c *Config) checkEmail(k *checker) {
 		if err := isDir(e.FilePath, true); err != nil {
 			k.addf([]string{"EMAIL_FILE_PATH"}, "EMAIL_FILE_PATH: %v", err)
 		}
+	}
+}
+
+// checkSMTPAuth applies SMTPAuth.Check, the rule the SMTP backend applies
+// too, and words its refusal with the variables as the operator set them.
+// Credentials matter only to the smtp backend with a host: Validate calls it
+// in ModeSMTP alone, so a shared .env with credentials does not stop the
+// console, file or dummy backend.
+func (c *Config) checkSMTPAuth(k *checker) {
+	e := c.Email
+	password := "EMAIL_HOST_PASSWORD"
+	if e.PasswordFile != "" {
+		password = "EMAIL_HOST_PASSWORD_FILE"
+	}
+	switch err := c.SMTPAuth().Check(); {
+	case errors.Is(err, ErrSMTPPasswordWithoutUser):
+		k.addf([]string{"EMAIL_HOST_USER", password},
+			"EMAIL_HOST_USER: required when %s is set: the relay authenticates with both or with neither; set EMAIL_HOST_USER, or unset %s to send without SMTP AUTH",
+			password, password)
+	case errors.Is(err, ErrSMTPUserWithoutPassword):
+		// With EMAIL_HOST_PASSWORD_FILE set the file could not be read, a
+		// problem of its own: naming the file here lets Load drop this one.
+		vars := []string{"EMAIL_HOST_PASSWORD", "EMAIL_HOST_USER"}
+		if e.PasswordFile != "" {
+			vars = append(vars, "EMAIL_HOST_PASSWORD_FILE")
+		}
+		k.addf(vars,
+			"EMAIL_HOST_PASSWORD (or EMAIL_HOST_PASSWORD_FILE): required when EMAIL_HOST_USER is set: the relay authenticates with both or with neither; set the password, or unset EMAIL_HOST_USER to send without SMTP AUTH")
+	case errors.Is(err, ErrSMTPInsecureAuth):
+		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL", "MAILRELAY_SMTP_INSECURE_AUTH"},
+			"EMAIL_USE_TLS and EMAIL_USE_SSL are both false but EMAIL_HOST_USER is set: credentials are never sent in the clear to %s, which is not loopback; set one of them, or MAILRELAY_SMTP_INSECURE_AUTH=true to allow it",
+			e.Host)
+	case err != nil:
+		k.addf([]string{"EMAIL_HOST_USER"}, "EMAIL_HOST_USER: %v", err)
 	}
 }
 
@@ -290,12 +323,6 @@ func (c *Config) Warnings() []string {
 		case e.Port == 587 && e.UseSSL:
 			warn("EMAIL_USE_SSL is true but EMAIL_PORT is 587, the STARTTLS port: EMAIL_USE_TLS is probably meant")
 		}
-		switch {
-		case e.User != "" && !e.Password.IsSet():
-			warn("EMAIL_HOST_USER is set but EMAIL_HOST_PASSWORD is not: the relay will not authenticate")
-		case e.User == "" && e.Password.IsSet():
-			warn("EMAIL_HOST_PASSWORD is set but EMAIL_HOST_USER is not: the relay will not authenticate")
-		}
 		if aw := c.JetStream.AckWait; aw < 2*e.Timeout {
 			warn("MAILRELAY_ACK_WAIT (%s) is shorter than twice EMAIL_TIMEOUT (%s): a slow SMTP server can make JetStream redeliver a message that is still being sent",
 				fmtDuration(aw), fmtDuration(e.Timeout))
@@ -333,15 +360,6 @@ func (c *Config) Warnings() []string {
 			fmtDuration(s), fmtDuration(total))
 	}
 	return ws
-}
-
-// validHost reports whether h is a host name or an IP address (IPv6 with or
-// without brackets): no scheme, port, path or space.
-func validHost(h string) bool {
-	if ip := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"); net.ParseIP(ip) != nil {
-		return true
-	}
-	return hostPattern.MatchString(h)
 }
 
 var (
@@ -412,7 +430,8 @@ func validNATSURL(s string) bool {
 // (0 picks a free one); the host may be empty for every interface.
 func validListenAddr(s string) bool {
 	host, port, err := net.SplitHostPort(s)
-	return err == nil && validPort(port, 0) && (host == "" || validHost(host))
+	_, hostOK := NormalizeHost(host)
+	return err == nil && validPort(port, 0) && (host == "" || hostOK)
 }
 
 // validPort reports whether s is a decimal port from lo to 65535.

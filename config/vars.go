@@ -15,6 +15,10 @@ type Var struct {
 	// Secret marks a password or token: its value never appears in an
 	// error, a warning or a log.
 	Secret bool
+	// Private marks a value that is not a secret but that mailrelay never
+	// shows either (the SMTP user name, which no API exposes): the start-up
+	// log says only whether it is set.
+	Private bool
 }
 
 // Phrases shared by several variables.
@@ -31,7 +35,7 @@ var vars = []Var{
 		Help:    "Mail transport: smtp sends through EMAIL_HOST, console writes each message to standard output, file writes each to EMAIL_FILE_PATH, dummy discards it."},
 	{Name: "EMAIL_HOST",
 		Accepts: "a host name or IP address, without scheme or port (the port goes in EMAIL_PORT)",
-		Help:    "SMTP relay host. Empty with the smtp backend means email is not configured: notifications are recorded as skipped_not_configured."},
+		Help:    "SMTP relay host: a host name or IP address; an IPv6 address may be bracketed ([::1] is read as ::1). Empty with the smtp backend means email is not configured: notifications are recorded as skipped_not_configured."},
 	{Name: "EMAIL_PORT", Default: "25",
 		Accepts: "a port (1-65535)",
 		Help:    "SMTP port, e.g. 587 with EMAIL_USE_TLS or 465 with EMAIL_USE_SSL."},
@@ -41,12 +45,12 @@ var vars = []Var{
 	{Name: "EMAIL_USE_SSL", Default: "false",
 		Accepts: acceptsBool,
 		Help:    "Use implicit TLS (usually port 465). Exclusive with EMAIL_USE_TLS."},
-	{Name: "EMAIL_HOST_USER",
+	{Name: "EMAIL_HOST_USER", Private: true,
 		Accepts: "a user name",
-		Help:    "SMTP username. Never exposed by any API."},
+		Help:    "SMTP username. With a password, the relay authenticates (SMTP AUTH); with neither, it does not; one without the other refuses to start. Never exposed by any API."},
 	{Name: "EMAIL_HOST_PASSWORD", Secret: true,
 		Accepts: "a password",
-		Help:    "SMTP password. Never exposed, never logged. Exclusive with EMAIL_HOST_PASSWORD_FILE."},
+		Help:    "SMTP password, set together with EMAIL_HOST_USER (one without the other refuses to start). Never exposed, never logged. Exclusive with EMAIL_HOST_PASSWORD_FILE."},
 	{Name: "EMAIL_HOST_PASSWORD_FILE",
 		Accepts: acceptsFile,
 		Help:    "File holding the SMTP password (one trailing newline is ignored), for secret managers."},

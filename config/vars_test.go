@@ -83,6 +83,11 @@ func TestVarsTable(t *testing.T) {
 			t.Errorf("%s: Secret is %v", v.Name, v.Secret)
 		}
 	}
+	for _, v := range Vars() {
+		if v.Private != (v.Name == "EMAIL_HOST_USER") || v.Private && v.Secret {
+			t.Errorf("%s: Private is %v, Secret %v", v.Name, v.Private, v.Secret)
+		}
+	}
 	v := Vars()
 	v[0].Name = "CHANGED"
 	if Names()[0] == "CHANGED" {

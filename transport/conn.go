@@ -94,7 +94,7 @@ func (s *SMTP) handshake(ctx context.Context, raw net.Conn) (*smtp.Client, strin
 		}
 	}
 
-	if s.username != "" {
+	if s.auth {
 		deadline()
 		if err := s.authenticate(client); err != nil {
 			return nil, StepAuth, err

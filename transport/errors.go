@@ -9,6 +9,8 @@ import (
 	"regexp"
 
 	"github.com/wneessen/go-mail"
+
+	"github.com/mailrelay/mailrelay/config"
 )
 
 // Steps name where a send failed (Error.Step).
@@ -37,8 +39,10 @@ var (
 	ErrStartTLSUnsupported = errors.New("server does not offer STARTTLS, which EMAIL_USE_TLS requires; nothing was sent in plain text")
 
 	// ErrInsecureAuth is returned by NewSMTP when credentials would travel
-	// in clear text to a host that is not loopback.
-	ErrInsecureAuth = errors.New("SMTP credentials would travel in clear text: enable EMAIL_USE_TLS or EMAIL_USE_SSL, or set MAILRELAY_SMTP_INSECURE_AUTH=true to allow it")
+	// in clear text to a host that is not loopback. It is
+	// config.ErrSMTPInsecureAuth, the refusal config.Load words for
+	// EMAIL_USE_TLS: one rule, one error.
+	ErrInsecureAuth = config.ErrSMTPInsecureAuth
 )
 
 // codeAuthRequired is the reply to MAIL FROM when the relay wants AUTH and

@@ -30,13 +30,13 @@ func FuzzRender(f *testing.F) {
 			Headers:    []compose.Header{{Name: "X-Mailrelay-Reason", Value: headerValue}},
 			Body:       body,
 		}
-		var buf bytes.Buffer
-		if err := WriteMessage(&buf, m); err != nil {
+		raw, err := renderBytes(m)
+		if err != nil {
 			return // refusing bad input is fine; injecting is not
 		}
-		parsed, err := mail.ReadMessage(&buf)
+		parsed, err := mail.ReadMessage(bytes.NewReader(raw))
 		if err != nil {
-			t.Fatalf("rendered message does not parse: %v\n%s", err, buf.String())
+			t.Fatalf("rendered message does not parse: %v\n%s", err, raw)
 		}
 		for _, h := range []string{"Bcc", "Cc", "Mail-From"} {
 			if v := parsed.Header.Get(h); v != "" {

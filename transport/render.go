@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	netmail "net/mail"
 	"strings"
 
@@ -27,14 +26,17 @@ var reservedHeaders = []string{
 // needs no 8BITMIME from the relay; ASCII text stays readable and lines
 // stay within 76 characters, the deep-link line included).
 //
-// Every field goes through go-mail's safe setters, which encode (RFC 2047)
-// or refuse CR, LF and non-ASCII instead of writing them raw: From and To
-// with their display names, Subject, Date, Message-ID (compose gives it with
-// angle brackets, go-mail adds its own, so they are stripped here),
-// In-Reply-To, References and the extra Headers. Plain-ASCII values such as
-// "<https://app.example.com/settings/notifications>" come out unchanged.
-// go-mail writes the header fields sorted by name, not in the order of
-// Headers; repeated names are merged into one field, comma-separated.
+// Every field goes through a setter that encodes (RFC 2047) or refuses CR,
+// LF and non-ASCII instead of writing them raw: From and To as
+// net/mail.Address values (FromMailAddress, ToMailAddress: go-mail writes
+// them with Address.String, which encodes such a display name; the
+// addresses themselves are checked by mailbox), and go-mail's Subject, Date,
+// Message-ID (compose gives it with angle brackets, go-mail adds its own, so
+// they are stripped here), In-Reply-To, References and the extra Headers.
+// Plain-ASCII values such as "<https://app.example.com/settings/notifications>"
+// come out unchanged. go-mail writes the header fields sorted by name, not
+// in the order of Headers; repeated names are merged into one field,
+// comma-separated.
 //
 // Render returns an error for a missing or invalid address, a malformed
 // Message-ID, or a header name that is not a valid field name or is one
@@ -53,16 +55,12 @@ func Render(m *compose.Message) (*mail.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render From: %w", err)
 	}
-	if err := msg.From(from); err != nil {
-		return nil, fmt.Errorf("render From: %w", err)
-	}
+	msg.FromMailAddress(from)
 	to, err := mailbox(m.To)
 	if err != nil {
 		return nil, fmt.Errorf("render To: %w", err)
 	}
-	if err := msg.To(to); err != nil {
-		return nil, fmt.Errorf("render To: %w", err)
-	}
+	msg.ToMailAddress(to)
 
 	msg.Subject(m.Subject)
 	if !m.Date.IsZero() {
@@ -93,18 +91,9 @@ func Render(m *compose.Message) (*mail.Msg, error) {
 	return msg, nil
 }
 
-// WriteMessage writes m as full RFC 5322 text, CRLF line endings, as Render
-// builds it.
-func WriteMessage(w io.Writer, m *compose.Message) error {
-	msg, err := Render(m)
-	if err != nil {
-		return err
-	}
-	_, err = msg.WriteTo(w)
-	return err
-}
-
-// renderBytes is WriteMessage into memory, with the failure classified.
+// renderBytes returns m as full RFC 5322 text, CRLF line endings, as Render
+// builds it (what the console and file backends write), or a StepRender
+// *Error.
 func renderBytes(m *compose.Message) ([]byte, error) {
 	msg, err := Render(m)
 	if err != nil {
@@ -117,19 +106,21 @@ func renderBytes(m *compose.Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// mailbox formats a as an RFC 5322 mailbox. The address must be one bare
-// address (the rule the event validation applies too); net/mail quotes the
-// display name or, when it holds non-ASCII or control characters, encodes it
-// (RFC 2047), and go-mail parses the result again.
-func mailbox(a compose.Address) (string, error) {
+// mailbox returns a as the mailbox go-mail writes. The address must be one
+// bare address (the rule the event validation applies too); the display
+// name may hold anything: go-mail writes the field with net/mail's
+// Address.String, which quotes the name or, when it holds non-ASCII or
+// control characters (CR and LF included), encodes it (RFC 2047), so no
+// text of the name can end the header line.
+func mailbox(a compose.Address) (*netmail.Address, error) {
 	if a.Email == "" {
-		return "", errors.New("no address")
+		return nil, errors.New("no address")
 	}
 	p, err := netmail.ParseAddress(a.Email)
 	if err != nil || p.Name != "" || p.Address != a.Email || strings.ContainsAny(a.Email, "\r\n") {
-		return "", fmt.Errorf("%q is not an email address", a.Email)
+		return nil, fmt.Errorf("%q is not an email address", a.Email)
 	}
-	return (&netmail.Address{Name: a.Name, Address: a.Email}).String(), nil
+	return &netmail.Address{Name: a.Name, Address: a.Email}, nil
 }
 
 // msgID checks a msg-id ("<left@right>", brackets optional) and returns it

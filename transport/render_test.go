@@ -15,11 +15,11 @@ import (
 
 func render(t *testing.T, m *compose.Message) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	if err := WriteMessage(&buf, m); err != nil {
-		t.Fatalf("WriteMessage: %v", err)
+	raw, err := renderBytes(m)
+	if err != nil {
+		t.Fatalf("renderBytes: %v", err)
 	}
-	return buf.Bytes()
+	return raw
 }
 
 // headerSection returns the raw header lines, CRLF included.

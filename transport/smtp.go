@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailrelay/mailrelay/compose"
+	"github.com/mailrelay/mailrelay/config"
 )
 
 // Security says how the SMTP connection is protected.
@@ -55,12 +56,17 @@ const quitTimeout = 2 * time.Second
 
 // SMTPConfig configures the SMTP backend.
 type SMTPConfig struct {
-	Host     string   // relay host name or IP address; required
+	// Host is the relay host name or IP address; required. It follows
+	// EMAIL_HOST's rule (config.NormalizeHost): an IPv6 address may be
+	// bracketed, "[::1]" is dialled as ::1.
+	Host     string
 	Port     int      // 0 = 25 (465 with SecuritySSL)
 	Security Security // SecurityNone, SecurityStartTLS or SecuritySSL
 
 	// Username and Password authenticate with AUTH (PLAIN, or LOGIN when
-	// the server offers only that) when Username is not empty.
+	// the server offers only that). They go together, as EMAIL_HOST_USER
+	// and EMAIL_HOST_PASSWORD do (config.SMTPAuth): both set means AUTH,
+	// neither means none, and one without the other is refused.
 	Username string
 	Password string
 	// InsecureAuth allows AUTH without TLS to a host that is not loopback
@@ -97,6 +103,7 @@ type SMTP struct {
 	host        string
 	addr        string
 	security    Security
+	auth        bool // Username and Password are set: AUTH after EHLO (and STARTTLS)
 	username    string
 	password    string
 	tlsConf     *tls.Config
@@ -118,19 +125,24 @@ type SMTP struct {
 }
 
 // NewSMTP checks cfg and returns an SMTP backend; it does not connect yet.
-// It refuses AUTH without TLS to a host that is not loopback unless
-// cfg.InsecureAuth is set (ErrInsecureAuth). log may be nil. Close must be
-// called to stop the janitor goroutine.
+// The host and credentials are checked with the functions config.Load
+// applies to EMAIL_* (config.NormalizeHost, config.SMTPAuth), so the two
+// never disagree on them: NewSMTP refuses what is not a host name or IP
+// address, a username without a password or the reverse, and AUTH without
+// TLS to a host that is not loopback unless cfg.InsecureAuth is set
+// (ErrInsecureAuth). log may be nil. Close must be called to stop the
+// janitor goroutine.
 func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	var problems []error
-	host := cfg.Host
-	if host == "" {
+	host, ok := config.NormalizeHost(cfg.Host)
+	switch {
+	case cfg.Host == "":
 		problems = append(problems, errors.New("no host (EMAIL_HOST)"))
-	} else if strings.ContainsAny(host, " \t\r\n/:") && net.ParseIP(host) == nil {
-		problems = append(problems, fmt.Errorf("host %q is not a host name or IP address", host))
+	case !ok:
+		problems = append(problems, fmt.Errorf("host %q is not a host name or IP address (EMAIL_HOST)", cfg.Host))
 	}
 	port := cfg.Port
 	if port == 0 {
@@ -160,11 +172,17 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 	if poolSize < 0 {
 		problems = append(problems, fmt.Errorf("pool size %d is negative", cfg.PoolSize))
 	}
-	if cfg.Username == "" && cfg.Password != "" {
-		problems = append(problems, errors.New("a password is set but no username (EMAIL_HOST_USER)"))
+	auth := config.SMTPAuth{
+		Host:         cfg.Host,
+		User:         cfg.Username,
+		HasPassword:  cfg.Password != "",
+		TLS:          cfg.Security != SecurityNone,
+		InsecureAuth: cfg.InsecureAuth,
 	}
-	if cfg.Username != "" && cfg.Security == SecurityNone && host != "" && !isLoopback(host) && !cfg.InsecureAuth {
-		problems = append(problems, fmt.Errorf("%w (host %s)", ErrInsecureAuth, host))
+	if err := auth.Check(); errors.Is(err, ErrInsecureAuth) {
+		problems = append(problems, fmt.Errorf("%w (host %s)", err, cfg.Host))
+	} else if err != nil {
+		problems = append(problems, err)
 	}
 	helo := cfg.HeloName
 	if helo == "" {
@@ -195,6 +213,7 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 		host:        host,
 		addr:        addr,
 		security:    cfg.Security,
+		auth:        auth.Enabled(),
 		username:    cfg.Username,
 		password:    cfg.Password,
 		tlsConf:     tlsConfig(cfg.TLSConfig, host),
@@ -455,15 +474,6 @@ func tlsConfig(base *tls.Config, host string) *tls.Config {
 		cfg.MinVersion = tls.VersionTLS12
 	}
 	return cfg
-}
-
-// isLoopback reports whether host names this machine for sure.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func orDefault(d, def time.Duration) time.Duration {

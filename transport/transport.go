@@ -1,6 +1,7 @@
 // Package transport owns the mail backends of mailrelay: it renders a
-// composed message into RFC 5322 text with go-mail (Render, WriteMessage) and
-// hands it to one of the backends behind the Sender interface:
+// composed message into a go-mail message (Render), which every backend
+// writes as RFC 5322 text, and hands it to one of the backends behind the
+// Sender interface:
 //
 //   - SMTP: a relay over go-mail, with STARTTLS or implicit TLS, AUTH and a
 //     pool of persistent connections (EMAIL_BACKEND=smtp);
