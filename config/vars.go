@@ -128,7 +128,7 @@ var vars = []Var{
 		Help:    "How long an unacknowledged delivery waits before the server redelivers it."},
 	{Name: "MAILRELAY_CONCURRENCY", Default: "8",
 		Accepts: "a whole number from 1 to 1024",
-		Help:    "Notifications in flight at once, and so the most SMTP connections."},
+		Help:    "Mails sent at once, and so the most SMTP connections and the most mails sent but not yet recorded (what a crash can duplicate). A relay holds up to twice this many notifications being prepared or sent, plus one pull batch."},
 	{Name: "MAILRELAY_STREAM_REPLICAS", Default: "1",
 		Accepts: "a whole number from 1 to 5",
 		Help:    "Replicas of the stream and buckets mailrelay creates (3 on a cluster)."},
