@@ -155,7 +155,7 @@ var vars = []Var{
 		Help:    "Optional ceiling on mails per second for one process."},
 	{Name: "MAILRELAY_SHUTDOWN_TIMEOUT", Default: "25s",
 		Accepts: "a Go duration greater than 0 like 25s",
-		Help:    "How long a stopping relay waits for sends in flight."},
+		Help:    "How long a stopping relay takes to finish the notifications it holds before it cancels their sends and releases them."},
 	{Name: "MAILRELAY_LOG_FORMAT", Default: "json",
 		Accepts: "json or console",
 		Help:    "Log format."},

@@ -364,6 +364,9 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 		if err == nil {
 			return Outcome{}, true
 		}
+		if ctx.Err() != nil {
+			return j.base.later(0, "shutdown before sending"), false
+		}
 		if !errors.Is(err, state.ErrConflict) {
 			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
 		}
@@ -378,6 +381,11 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 
 // deliver sends the claimed mail and decides what follows from the result.
 func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
+	if ctx.Err() != nil {
+		// Shutting down before the send began: release it at once. Its
+		// claim stays; the redelivery takes it over (same stream sequence).
+		return j.base.later(0, "shutdown before sending")
+	}
 	next := j.next
 	err := h.sendRecovered(ctx, j)
 	why := failure(err)

@@ -51,11 +51,12 @@ func NewRunner(cons jetstream.Consumer, h *Handler, concurrency int, shutdownTim
 // Bound reports whether the runner is pulling from the consumer.
 func (r *Runner) Bound() bool { return r.bound.Load() }
 
-// Run consumes until ctx ends, then stops pulling, releases the deliveries
-// it holds but has not started (nak, for immediate redelivery elsewhere),
-// and lets the ones in flight finish within the shutdown timeout; after it,
-// their sends are cancelled and they are released too. It returns nil after
-// a clean stop, or the error that ended consuming.
+// Run consumes until ctx ends, then stops pulling and finishes the
+// deliveries it already holds (those in flight and those the pull had
+// buffered) within the shutdown timeout; after it, sends still running are
+// cancelled and every delivery not finished is released (nak, for
+// immediate redelivery elsewhere). It returns nil after a clean stop, or
+// the error that ended consuming.
 //
 // Three stages: Concurrency preparers take deliveries from the pull, decide
 // each up to the send (decode, ledger rules, preferences, compose; skips
@@ -120,6 +121,25 @@ func (r *Runner) Run(ctx context.Context) error {
 		}()
 	}
 	var runErr error
+	// After a stop, the deliveries already pulled (the iterator's buffer,
+	// drained by stopDrain) are still sent, within the shutdown timeout:
+	// releasing them would cost each one of its MaxDeliver deliveries, and
+	// a few rolling restarts during a backlog could then end notifications
+	// inbox_only without a single attempt. expired is closed once the
+	// shutdown timeout after the stop has passed (nil before the stop).
+	var expired chan struct{}
+	var expiry *time.Timer
+	defer func() {
+		if expiry != nil {
+			expiry.Stop()
+		}
+	}()
+	stopped := ctx.Done()
+	expire := func() {
+		stopped = nil
+		c := make(chan struct{})
+		expired, expiry = c, time.AfterFunc(r.shutdownTimeout, func() { close(c) })
+	}
 
 loop:
 	for {
@@ -127,10 +147,21 @@ loop:
 		// when there is room for what it gives.
 		select {
 		case slots <- struct{}{}:
-		case <-ctx.Done():
+		case <-stopped:
+			expire()
+			continue
+		case <-expired:
 			break loop
 		}
-		msg, err := it.Next()
+		var msg jetstream.Msg
+		var err error
+		if expired == nil {
+			msg, err = it.Next()
+		} else {
+			// Draining: the buffer is read to its end, which nats.go
+			// reports as ErrMsgIteratorClosed.
+			msg, err = it.Next(jetstream.NextMaxWait(time.Second))
+		}
 		if err != nil {
 			<-slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -138,6 +169,9 @@ loop:
 					runErr = fmt.Errorf("consumer stopped: %w", err)
 				}
 				break loop
+			}
+			if ctx.Err() != nil {
+				break loop // stopping, and nothing more to finish
 			}
 			r.log.Warn("pull failed", zap.Error(err))
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -151,22 +185,19 @@ loop:
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			<-slots
-			_ = msg.Nak() // buffered after the stop: release at once
-			continue
-		}
 		select {
 		case prep <- msg:
-		case <-ctx.Done():
+		case <-expired:
 			<-slots
 			_ = msg.Nak()
+			break loop
 		}
 	}
 	close(prep)
 	go func() { preparers.Wait(); close(jobs) }()
 
-	// Release whatever the iterator still buffers.
+	// Release whatever the iterator still buffers (after the shutdown
+	// timeout, or when consuming ended for another reason).
 	it.Drain()
 	for {
 		msg, err := it.Next(jetstream.NextMaxWait(50 * time.Millisecond))
@@ -178,9 +209,12 @@ loop:
 
 	done := make(chan struct{})
 	go func() { preparers.Wait(); senders.Wait(); close(done) }()
+	if expired == nil {
+		expire()
+	}
 	select {
 	case <-done:
-	case <-time.After(r.shutdownTimeout):
+	case <-expired:
 		r.log.Warn("shutdown timeout: cancelling sends in flight", zap.Duration("timeout", r.shutdownTimeout))
 		cancelWork()
 		<-done

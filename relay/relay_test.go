@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,7 +367,9 @@ func TestAdvisoryWithoutRelay(t *testing.T) {
 }
 
 // TestCleanStopMidBacklog: stopping a relay mid-backlog and starting a new
-// one loses nothing and mails nothing twice.
+// one loses nothing and mails nothing twice; and the stopping relay
+// finishes what it had pulled instead of releasing it (a nak would cost
+// each of those notifications one of its three deliveries).
 func TestCleanStopMidBacklog(t *testing.T) {
 	e := newEnv(t)
 	e.smtp.SetLatency(2 * time.Millisecond)
@@ -376,10 +379,35 @@ func TestCleanStopMidBacklog(t *testing.T) {
 	for i := 0; i < n; i++ {
 		e.publish(newEvent(fmt.Sprintf("n%d", i), event.TaskAssigned, "u1"), fmt.Sprintf("n%d", i))
 	}
+	var naks atomic.Int64
+	sub, err := e.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.NOTIFY.mailrelay", func(*nats.Msg) { naks.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	natstest.Eventually(t, 20*time.Second, func() (bool, string) {
 		return len(e.smtp.Messages()) >= 20, "fewer than 20 mails yet"
 	})
 	stop()
+	sentAtStop := len(e.smtp.Messages())
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // advisories are published asynchronously
+	if k := naks.Load(); k != 0 {
+		t.Errorf("the stopping relay released %d notifications (nak) instead of finishing them", k)
+	}
+	c, err := e.js.Consumer(context.Background(), provision.Stream, provision.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci, err := c.Info(context.Background()); err != nil || ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
+		t.Errorf("after the stop: %+v, %v; want nothing pending an ack or redelivered", ci, err)
+	}
+	t.Logf("%d of %d mailed when the stop returned", sentAtStop, n)
 	e.startRelay(nil)
 	natstest.Eventually(t, 60*time.Second, func() (bool, string) {
 		got := len(e.smtp.Messages())
@@ -463,4 +491,68 @@ func TestReplayInboxOnly(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() (bool, string) {
 		return len(e.smtp.Messages()) == 2, fmt.Sprintf("%d mails", len(e.smtp.Messages()))
 	})
+}
+
+// TestShutdownTimeoutReleasesTheRest: when sends hang at a stop, the relay
+// gives up after MAILRELAY_SHUTDOWN_TIMEOUT: the sends in flight are
+// cancelled (recorded retrying: the attempt counts), everything else it
+// held is released at once (nak), and a new relay mails every notification
+// long before AckWait (2m) could have brought them back.
+func TestShutdownTimeoutReleasesTheRest(t *testing.T) {
+	e := newEnv(t)
+	e.smtp.SetLatency(time.Minute)
+	vars := map[string]string{"MAILRELAY_SHUTDOWN_TIMEOUT": "1s", "MAILRELAY_CONCURRENCY": "2",
+		"MAILRELAY_ACK_WAIT": "2m", "EMAIL_TIMEOUT": "1m", "MAILRELAY_RETRY_DELAYS": "100ms"}
+	stop := e.startRelay(vars)
+	e.optIn("u1", event.TaskAssigned)
+	const n = 40
+	for i := 0; i < n; i++ {
+		e.publish(newEvent(fmt.Sprintf("h%d", i), event.TaskAssigned, "u1"), fmt.Sprintf("h%d", i))
+	}
+	c, err := e.js.Consumer(context.Background(), provision.Stream, provision.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() (bool, string) {
+		ci, err := c.Info(context.Background())
+		return err == nil && ci.NumAckPending >= 4, fmt.Sprintf("%+v %v", ci, err)
+	})
+	time.Sleep(200 * time.Millisecond) // the two sends are under way
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("stop took %s with a 1s shutdown timeout", d)
+	}
+	interrupted := 0
+	for i := 0; i < n; i++ {
+		rec, ok := e.record(fmt.Sprintf("h%d", i))
+		switch {
+		case !ok:
+		case rec.State == state.Retrying && strings.Contains(rec.Error, "shutdown"):
+			interrupted++
+		case rec.State == state.Sending: // claimed ahead of a sender: taken over by the redelivery
+		default:
+			t.Errorf("h%d: %+v, want retrying (interrupted by shutdown) or sending", i, rec)
+		}
+	}
+	if interrupted == 0 || interrupted > 2 {
+		t.Errorf("%d sends recorded as interrupted, want 1 or 2 (MAILRELAY_CONCURRENCY)", interrupted)
+	}
+	if n := len(e.smtp.Messages()); n != 0 {
+		t.Errorf("%d mails accepted before the stop, want none", n)
+	}
+
+	e.smtp.SetLatency(0)
+	e.startRelay(vars)
+	natstest.Eventually(t, 60*time.Second, func() (bool, string) {
+		for i := 0; i < n; i++ {
+			if rec, ok := e.record(fmt.Sprintf("h%d", i)); !ok || rec.State != state.Sent {
+				return false, fmt.Sprintf("h%d: %+v", i, rec)
+			}
+		}
+		return true, ""
+	})
+	if got := len(messageIDs(e.smtp.Messages())); got != n {
+		t.Errorf("%d notifications mailed, want %d", got, n)
+	}
 }
