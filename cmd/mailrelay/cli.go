@@ -105,41 +105,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return usageError{err}
 	}
 	a := &app{env: env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}}
-	switch kctx.Command() {
-	case "version":
-		fmt.Fprintln(stdout, "mailrelay", version)
-		return nil
+	if _, ok := kctx.Selected().Target.Addr().Interface().(withoutConfig); !ok {
+		a.cfg, err = config.Load(getenv)
+		if err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		a.log, err = newLogger(a.cfg.Log, stderr)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = a.log.Sync() }()
 	}
-	a.cfg, err = config.Load(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
-	}
-	a.log, err = newLogger(a.cfg.Log, stderr)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = a.log.Sync() }()
-
-	switch kctx.Command() {
-	case "serve":
-		return relay.Run(ctx, a.cfg, relay.Options{Embedded: c.Serve.Embedded, Stdout: stdout, Version: version, Log: a.log})
-	case "publish":
-		return a.publish(ctx, c.Publish)
-	case "prefs get <user>":
-		return a.prefsGet(ctx, c.Prefs.Get.User)
-	case "prefs set <user> <changes>":
-		return a.prefsSet(ctx, c.Prefs.Set)
-	case "state get <id>":
-		return a.stateGet(ctx, c.State.Get.ID)
-	case "status":
-		return writeJSON(stdout, a.cfg.Status())
-	case "replay":
-		return a.replay(ctx, c.Replay)
-	case "send-test":
-		return a.sendTest(ctx, c.SendTest)
-	}
-	return usageError{fmt.Errorf("unknown command %q", kctx.Command())}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	return kctx.Run(a) // the selected command's Run method
 }
+
+// withoutConfig marks a command that runs without loading the configuration.
+type withoutConfig interface{ withoutConfig() }
+
+func (versionCmd) withoutConfig() {}
+
+func (versionCmd) Run(a *app) error {
+	fmt.Fprintln(a.stdout, "mailrelay", version)
+	return nil
+}
+
+func (c serveCmd) Run(ctx context.Context, a *app) error {
+	return relay.Run(ctx, a.cfg, relay.Options{Embedded: c.Embedded, Stdout: a.stdout, Version: version, Log: a.log})
+}
+
+func (c publishCmd) Run(ctx context.Context, a *app) error  { return a.publish(ctx, c) }
+func (c prefsGetCmd) Run(ctx context.Context, a *app) error { return a.prefsGet(ctx, c.User) }
+func (c prefsSetCmd) Run(ctx context.Context, a *app) error { return a.prefsSet(ctx, c) }
+func (c stateGetCmd) Run(ctx context.Context, a *app) error { return a.stateGet(ctx, c.ID) }
+func (statusCmd) Run(a *app) error                          { return writeJSON(a.stdout, a.cfg.Status()) }
+func (c replayCmd) Run(ctx context.Context, a *app) error   { return a.replay(ctx, c) }
+func (c sendTestCmd) Run(ctx context.Context, a *app) error { return a.sendTest(ctx, c) }
 
 type exitRequest struct{}
 
