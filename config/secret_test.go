@@ -159,3 +159,21 @@ func TestSecretsNeverLeak(t *testing.T) {
 		})
 	}
 }
+
+// A NATS_URL that is refused is echoed without the credentials it holds.
+func TestBadNATSURLRedacted(t *testing.T) {
+	for _, u := range []string{"nats://ann:hunter2-secret@nats.example.com:42x", "nats://ann:hunter2-secret@bad host:4222"} {
+		_, err := Load(func(k string) string {
+			if k == "NATS_URL" {
+				return u
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+			t.Fatalf("NATS_URL %q: err = %v, want one naming NATS_URL", u, err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}

@@ -216,9 +216,9 @@ func (c *Config) checkMessage(k *checker) {
 func (c *Config) checkNATS(k *checker) {
 	n := c.NATS
 	servers := n.Servers()
-	k.check(len(servers) > 0, "NATS_URL", n.URL)
+	k.check(len(servers) > 0, "NATS_URL", redactURLs([]string{n.URL}))
 	for _, u := range servers {
-		k.check(validNATSURL(u), "NATS_URL", u)
+		k.check(validNATSURL(u), "NATS_URL", redactURLs([]string{u})) // a password in it never reaches an error
 	}
 	k.check(validInboxPrefix(n.InboxPrefix), "NATS_INBOX_PREFIX", n.InboxPrefix)
 	k.checkFile("NATS_CREDS", n.Creds)
