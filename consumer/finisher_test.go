@@ -100,3 +100,55 @@ func TestStartApplyKeepsCreateOnlySynchronous(t *testing.T) {
 		t.Fatalf("existing state overwritten: %+v", rec)
 	}
 }
+
+// The InProgress keepalive of a delivery stops as it is acted on: no
+// InProgress after a nak (it would turn the nak's delay into AckWait).
+func TestKeepAliveStopsAtTheAct(t *testing.T) {
+	raw := &fakeMsg{}
+	m := &keptMsg{Msg: raw, stop: keepAlive(raw, 2*time.Millisecond)}
+	time.Sleep(30 * time.Millisecond)
+	if err := m.NakWithDelay(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	raw.mu.Lock()
+	defer raw.mu.Unlock()
+	if len(raw.acts) < 2 || raw.acts[0] != "progress" {
+		t.Fatalf("acts %v: want InProgress while held", raw.acts)
+	}
+	if last := raw.acts[len(raw.acts)-1]; last != "nak" {
+		t.Fatalf("acts %v: InProgress after the nak", raw.acts)
+	}
+}
+
+// A send given up at shutdown before the mail went out is released at once
+// and its claim's attempt is taken back.
+func TestShutdownBeforeSendTakesTheAttemptBack(t *testing.T) {
+	ledger := newMemLedger()
+	sender := &fakeSender{}
+	h := NewHandler(Config{Configured: true}, sender, memPrefs{"u1": {event.TaskAssigned: true}}, ledger, simpleCompose,
+		WithClock(func() time.Time { return testNow }))
+	subject, data := testEvent(nil)
+	msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}
+	_, j := h.prepare(context.Background(), msg)
+	if j == nil {
+		t.Fatal("not to be sent")
+	}
+	if out, ok := h.claim(context.Background(), j); !ok {
+		t.Fatalf("claim: %+v", out)
+	}
+	if rec, _ := ledger.get("n1"); rec.State != state.Sending || rec.Attempts != 1 {
+		t.Fatalf("claim %+v", rec)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := h.deliver(ctx, j)
+	if err := h.Apply(msg, out); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := ledger.get("n1")
+	if msg.last() != "nak" || msg.delay != 0 || len(sender.sent) != 0 || rec.State != state.Retrying || rec.Attempts != 0 {
+		t.Fatalf("action %q after %s, %d sent, record %+v: want an immediate nak, nothing sent, retrying with no attempt",
+			msg.last(), msg.delay, len(sender.sent), rec)
+	}
+}

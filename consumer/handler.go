@@ -323,6 +323,9 @@ func (j *sendJob) done() (Outcome, bool) {
 // waiting for it (asynchronously when the ledger can). It returns the final
 // outcome and false when the delivery is not to be sent after all.
 func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
+	if ctx.Err() != nil {
+		return j.base.later(0, "shutdown before sending"), false
+	}
 	if j.loaded {
 		if o, ok := j.done(); ok {
 			return o, false
@@ -381,18 +384,22 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 
 // deliver sends the claimed mail and decides what follows from the result.
 func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
-	if ctx.Err() != nil {
-		// Shutting down before the send began: release it at once. Its
-		// claim stays; the redelivery takes it over (same stream sequence).
-		return j.base.later(0, "shutdown before sending")
-	}
 	next := j.next
-	err := h.sendRecovered(ctx, j)
+	err := errNotTried
+	if ctx.Err() == nil {
+		err = h.sendRecovered(ctx, j)
+	}
 	why := failure(err)
 	out = j.base
 	out.Record = &next
 	n := j.n
 	switch {
+	case errors.Is(err, errNotTried):
+		// Shutting down before the mail went to the server: released at
+		// once, and the claim's attempt is taken back.
+		next.State, next.Attempts = state.Retrying, j.rec.Attempts
+		next.Error = j.rec.Error
+		out.Action, out.Reason = Nak, "shutdown before sending"
 	case err == nil:
 		next.State, next.Error = state.Sent, ""
 		out.Action, out.Reason = Ack, "sent"
@@ -448,6 +455,10 @@ func (h *Handler) stale(ev *event.Event, now time.Time) bool {
 
 func (h *Handler) staleReason() string { return fmt.Sprintf("older than %s", h.cfg.StaleAfter) }
 
+// errNotTried: the send was given up (shutdown) before the mail went to
+// the backend.
+var errNotTried = errors.New("not sent: shutting down")
+
 // errStale: the notification went stale before it could be sent.
 var errStale = errors.New("notification went stale before it could be sent")
 
@@ -492,7 +503,7 @@ func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message)
 	deadline := time.Now().Add(h.cfg.SlowDownBudget)
 	for {
 		if err := h.throttle.Wait(ctx); err != nil {
-			return err
+			return errNotTried
 		}
 		if h.stale(ev, h.now()) {
 			return errStale
@@ -513,7 +524,7 @@ func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message)
 func (h *Handler) sendOnce(ctx context.Context, m *compose.Message) error {
 	if h.limiter != nil {
 		if err := h.limiter.Wait(ctx); err != nil {
-			return err
+			return errNotTried
 		}
 	}
 	if h.cfg.SendTimeout > 0 {

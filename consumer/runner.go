@@ -82,12 +82,31 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.bound.Store(true)
 	defer r.bound.Store(false)
-	stopDrain := context.AfterFunc(ctx, it.Drain)
-	defer stopDrain()
 
 	// work lives past ctx so that in-flight sends can finish after a stop.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// After a stop, the deliveries already pulled (the iterator's buffer)
+	// are still sent, within the shutdown timeout: releasing them would
+	// cost each one of its MaxDeliver deliveries, and a few rolling
+	// restarts during a backlog could then end notifications inbox_only
+	// without a single attempt. The timeout starts at the stop (or when
+	// consuming ends for another reason); when it runs out, expired is
+	// closed and the sends still running are cancelled.
+	expired := make(chan struct{})
+	var expiryOnce sync.Once
+	var expiry *time.Timer
+	expire := func() {
+		expiryOnce.Do(func() {
+			expiry = time.AfterFunc(r.shutdownTimeout, func() { close(expired); cancelWork() })
+		})
+	}
+	defer func() {
+		expire() // no-op if started; makes expiry safe to read
+		expiry.Stop()
+	}()
+	stopDrain := context.AfterFunc(ctx, func() { it.Drain(); expire() })
+	defer stopDrain()
 	fin := newFinisher(max(2*r.concurrency, minPullBatch), r.log)
 	// slots bounds the deliveries between the pull and the end of their
 	// send: Concurrency sending and as many being prepared or claimed, so
@@ -121,45 +140,28 @@ func (r *Runner) Run(ctx context.Context) error {
 		}()
 	}
 	var runErr error
-	// After a stop, the deliveries already pulled (the iterator's buffer,
-	// drained by stopDrain) are still sent, within the shutdown timeout:
-	// releasing them would cost each one of its MaxDeliver deliveries, and
-	// a few rolling restarts during a backlog could then end notifications
-	// inbox_only without a single attempt. expired is closed once the
-	// shutdown timeout after the stop has passed (nil before the stop).
-	var expired chan struct{}
-	var expiry *time.Timer
-	defer func() {
-		if expiry != nil {
-			expiry.Stop()
-		}
-	}()
-	stopped := ctx.Done()
-	expire := func() {
-		stopped = nil
-		c := make(chan struct{})
-		expired, expiry = c, time.AfterFunc(r.shutdownTimeout, func() { close(c) })
-	}
 
 loop:
 	for {
 		// Take a slot before the next delivery: the iterator is read only
 		// when there is room for what it gives.
 		select {
+		case <-expired:
+			break loop
+		default:
+		}
+		select {
 		case slots <- struct{}{}:
-		case <-stopped:
-			expire()
-			continue
 		case <-expired:
 			break loop
 		}
 		var msg jetstream.Msg
 		var err error
-		if expired == nil {
+		if ctx.Err() == nil {
 			msg, err = it.Next()
 		} else {
-			// Draining: the buffer is read to its end, which nats.go
-			// reports as ErrMsgIteratorClosed.
+			// Stopping: the drained iterator gives what it buffers, then
+			// ErrMsgIteratorClosed.
 			msg, err = it.Next(jetstream.NextMaxWait(time.Second))
 		}
 		if err != nil {
@@ -209,14 +211,11 @@ loop:
 
 	done := make(chan struct{})
 	go func() { preparers.Wait(); senders.Wait(); close(done) }()
-	if expired == nil {
-		expire()
-	}
+	expire()
 	select {
 	case <-done:
-	case <-expired:
-		r.log.Warn("shutdown timeout: cancelling sends in flight", zap.Duration("timeout", r.shutdownTimeout))
-		cancelWork()
+	case <-expired: // sends still running are cancelled
+		r.log.Warn("shutdown timeout: cancelled the sends in flight", zap.Duration("timeout", r.shutdownTimeout))
 		<-done
 	}
 	fin.close() // every outcome is recorded and acted on before Run returns
@@ -225,28 +224,51 @@ loop:
 
 // job is a delivery whose claim is under way.
 type job struct {
-	msg  jetstream.Msg
-	sj   *sendJob
-	stop func() // ends the InProgress keepalive
+	msg *keptMsg
+	sj  *sendJob
 }
 
 // dispatch decides a delivery up to the send. A delivery that is not to be
 // sent is applied (its outcome handed to the finisher) and dispatch reports
 // false; otherwise its claim is started and the job returned. The delivery
 // is kept from redelivery (InProgress) until it is acked, naked or termed.
-func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher) (job, bool) {
+func (r *Runner) dispatch(ctx context.Context, raw jetstream.Msg, fin *finisher) (job, bool) {
 	r.h.obs.InFlight(1)
-	stop := keepAlive(msg, r.h.cfg.AckWait/3)
+	msg := &keptMsg{Msg: raw, stop: keepAlive(raw, r.h.cfg.AckWait/3)}
 	out, sj := r.h.prepare(ctx, msg)
 	if sj != nil {
 		var ok bool
 		if out, ok = r.h.startClaim(ctx, sj); ok {
-			return job{msg: msg, sj: sj, stop: stop}, true
+			return job{msg: msg, sj: sj}, true
 		}
 	}
 	r.h.obs.InFlight(-1)
-	r.apply(msg, out, fin, stop)
+	r.apply(msg, out, fin, func() {})
 	return job{}, false
+}
+
+// keptMsg is a delivery kept from redelivery by an InProgress keepalive,
+// which stops as the delivery is acked, naked or termed (not after: a late
+// InProgress would turn a nak's delay into AckWait).
+type keptMsg struct {
+	jetstream.Msg
+	stop func()
+}
+
+func (m *keptMsg) Ack() error { m.stop(); return m.Msg.Ack() }
+func (m *keptMsg) DoubleAck(ctx context.Context) error {
+	m.stop()
+	return m.Msg.DoubleAck(ctx)
+}
+func (m *keptMsg) Nak() error { m.stop(); return m.Msg.Nak() }
+func (m *keptMsg) NakWithDelay(d time.Duration) error {
+	m.stop()
+	return m.Msg.NakWithDelay(d)
+}
+func (m *keptMsg) Term() error { m.stop(); return m.Msg.Term() }
+func (m *keptMsg) TermWithReason(reason string) error {
+	m.stop()
+	return m.Msg.TermWithReason(reason)
 }
 
 // send finishes the claim of a dispatched delivery, sends it and hands the
@@ -257,10 +279,10 @@ func (r *Runner) dispatch(ctx context.Context, msg jetstream.Msg, fin *finisher)
 // mail it a second time.
 func (r *Runner) send(ctx context.Context, j job, fin *finisher, unrecorded chan struct{}) {
 	out, ok := r.h.claim(ctx, j.sj)
-	recorded := j.stop
+	recorded := func() {}
 	if ok {
 		unrecorded <- struct{}{}
-		recorded = func() { j.stop(); <-unrecorded }
+		recorded = func() { <-unrecorded }
 		out = r.h.deliver(ctx, j.sj)
 	}
 	r.h.obs.InFlight(-1)
