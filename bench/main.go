@@ -59,7 +59,7 @@ var (
 	flagCPUProfile = flag.String("cpuprofile", "", "write a CPU profile of the drain with K = -profile-k here")
 	flagProfileK   = flag.Int("profile-k", 8, "the drain concurrency -cpuprofile profiles")
 	flagNATSProf   = flag.String("nats-cpuprofile", "", "write a CPU profile of nats-server (its --profile port) during the profiled drain here")
-	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,gobench (default all)")
+	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,optout,gobench (default all)")
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
 	flagKs         = flag.String("k", "1,4,8,16", "concurrencies of the limit and drain runs")
@@ -258,6 +258,21 @@ func run() error {
 		r.row("5 remote drain: 20ms/mail", strconv.Itoa(remoteK), strconv.Itoa(n),
 			fmt.Sprintf("%.0f mails/s (%.2fs)", res.rate, res.elapsed.Seconds()), fmt.Sprintf("%.2f", res.rate/lim.rate),
 			"≥ 600 mails/s", mark(res.rate >= 600))
+	}
+	if want("optout") {
+		n := scaled(drainN)
+		var rs []rateResult
+		for range *flagRuns {
+			res, err := optedOutRun(8, n)
+			if err != nil {
+				return fmt.Errorf("opted-out drain: %w", err)
+			}
+			rs = append(rs, res)
+		}
+		res := median(rs)
+		r.row("6 drain, all opted out", "8", strconv.Itoa(n),
+			fmt.Sprintf("%s; CPU/notif. relay %s, nats %s", strings.Replace(rateSpread(rs), "mails/s", "notifications/s", 1),
+				us(res.selfCPU), us(res.natsCPU)), "", "", "")
 	}
 	if want("gobench") {
 		logf("go benchmarks")
@@ -705,6 +720,12 @@ func loadConfig(vars map[string]string) (*config.Config, error) {
 // every type and publishes n events (asynchronously, waiting for every
 // ack). It returns the JetStream handles for later publishing.
 func prepare(ctx context.Context, natsURL string, cfg *config.Config, run string, n int) (*nats.Conn, jetstream.JetStream, error) {
+	return prepareOpt(ctx, natsURL, cfg, run, n, true)
+}
+
+// prepareOpt is prepare; with optIn false the bench users keep Email off
+// (the default), so every notification is skipped_opted_out.
+func prepareOpt(ctx context.Context, natsURL string, cfg *config.Config, run string, n int, optIn bool) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return nil, nil, err
@@ -725,6 +746,9 @@ func prepare(ctx context.Context, natsURL string, cfg *config.Config, run string
 	}
 	ps := prefs.New(h.Prefs)
 	for u := range benchUsers {
+		if !optIn {
+			break
+		}
 		if _, err := ps.Set(ctx, userID(u), all); err != nil {
 			nc.Close()
 			return nil, nil, err
@@ -864,6 +888,64 @@ func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, e
 		return rateResult{}, fmt.Errorf("sink accepted %d mails, want %d (duplicates?)", got, n)
 	}
 	logf("drain K=%d N=%d: %s", k, n, el)
+	return rateResult{rate: float64(n) / el.Seconds(), elapsed: el, selfCPU: self, natsCPU: natsCPU}, nil
+}
+
+// ---------------------------------------------------------------- 6 opted out
+
+// optedOutRun pre-publishes n notifications whose recipients have Email
+// off (the default) and times an in-process relay with concurrency k from
+// its start until every one is recorded and acked.
+func optedOutRun(k, n int) (rateResult, error) {
+	ns, err := startNATS()
+	if err != nil {
+		return rateResult{}, err
+	}
+	defer ns.stop()
+	s, err := sink.Start(sink.Options{})
+	if err != nil {
+		return rateResult{}, err
+	}
+	defer s.Close()
+	cfg, err := loadConfig(relayVars(ns.url, s.Addr(), k))
+	if err != nil {
+		return rateResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	nc, js, err := prepareOpt(ctx, ns.url, cfg, "o", n, false)
+	if err != nil {
+		return rateResult{}, err
+	}
+	defer nc.Close()
+	cons, err := js.Consumer(ctx, provision.Stream, provision.Consumer)
+	if err != nil {
+		return rateResult{}, err
+	}
+	runtime.GC()
+	meter := startCPU(ns.pid)
+	start := time.Now()
+	stop := inProcessRelay(cfg)
+	var el time.Duration
+	for {
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			_ = stop()
+			return rateResult{}, err
+		}
+		if ci.AckFloor.Stream >= uint64(n) {
+			el = time.Since(start)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	self, natsCPU := meter.perMail(n)
+	if err := stop(); err != nil {
+		return rateResult{}, err
+	}
+	if got := s.Count(); got != 0 {
+		return rateResult{}, fmt.Errorf("sink accepted %d mails for opted-out recipients", got)
+	}
 	return rateResult{rate: float64(n) / el.Seconds(), elapsed: el, selfCPU: self, natsCPU: natsCPU}, nil
 }
 

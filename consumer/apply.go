@@ -23,12 +23,18 @@ const WriteTimeout = 5 * time.Second
 // crash after sending.
 func (h *Handler) Apply(msg jetstream.Msg, out Outcome) error {
 	if out.Record != nil && out.Key != "" {
-		if err := h.write(out); err != nil {
+		switch err := h.write(out); {
+		case errors.Is(err, errRecordExists):
+			out = out.later(0, "a record exists: decided again with it on redelivery")
+		case err != nil:
 			out = h.writeFailed(out, err)
 		}
 	}
 	return h.conclude(msg, out)
 }
+
+// errRecordExists: a create-only write without a fallback key met a record.
+var errRecordExists = errors.New("the notification already has a record")
 
 // writeFailed is the outcome after the ledger write of out failed for good.
 func (h *Handler) writeFailed(out Outcome, err error) Outcome {
@@ -51,8 +57,28 @@ type AsyncLedger interface {
 // rest of the work as a pending apply: the action follows once the write
 // is stored. Otherwise it applies out at once and returns nil.
 func (h *Handler) startApply(msg jetstream.Msg, out Outcome) (*pendingApply, error) {
+	if out.Record == nil || out.Key == "" {
+		return nil, h.Apply(msg, out)
+	}
+	if out.CreateOnly {
+		// A create: started as an asynchronous compare-and-set against
+		// "no record". Any failure, a conflict included, takes the
+		// synchronous path, which tells them apart.
+		as, ok := h.ledger.(AsyncSwapper)
+		if !ok {
+			return nil, h.Apply(msg, out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), WriteTimeout)
+		wait := as.SwapAsync(ctx, out.Key, *out.Record, 0)
+		p := pendingFunc(func() error {
+			defer cancel()
+			_, err := wait()
+			return err
+		})
+		return &pendingApply{h: h, msg: msg, out: out, write: p, done: func() {}}, nil
+	}
 	al, ok := h.ledger.(AsyncLedger)
-	if !ok || out.Record == nil || out.Key == "" || out.CreateOnly {
+	if !ok {
 		return nil, h.Apply(msg, out)
 	}
 	p, err := al.PutAsync(out.Key, *out.Record)
@@ -61,6 +87,11 @@ func (h *Handler) startApply(msg jetstream.Msg, out Outcome) (*pendingApply, err
 	}
 	return &pendingApply{h: h, msg: msg, out: out, write: p, done: func() {}}, nil
 }
+
+// pendingFunc is a state.Pending that waits by calling itself.
+type pendingFunc func() error
+
+func (f pendingFunc) Wait() error { return f() }
 
 // pendingApply is an outcome whose ledger write is under way.
 type pendingApply struct {
@@ -112,6 +143,10 @@ func (h *Handler) write(out Outcome) error {
 		if out.CreateOnly {
 			_, err = h.ledger.Swap(ctx, out.Key, *out.Record, 0)
 			if errors.Is(err, state.ErrConflict) {
+				if out.FallbackKey == "" {
+					cancel()
+					return errRecordExists
+				}
 				err = h.ledger.Put(ctx, out.FallbackKey, *out.Record)
 			}
 		} else {

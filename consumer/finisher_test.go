@@ -21,10 +21,6 @@ type asyncLedger struct {
 	async   atomic.Int32 // PutAsync calls
 }
 
-type pendingFunc func() error
-
-func (p pendingFunc) Wait() error { return p() }
-
 func (l *asyncLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
 	l.async.Add(1)
 	return pendingFunc(func() error {
@@ -78,7 +74,10 @@ func TestFinisherAcksOnlyAfterTheWrite(t *testing.T) {
 	}
 }
 
-func TestStartApplyKeepsCreateOnlySynchronous(t *testing.T) {
+// A create-only write is never turned into a plain put: without a
+// conditional asynchronous write it is applied at once, and an existing
+// state is never overwritten.
+func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 	ledger := &asyncLedger{memLedger: newMemLedger(), release: make(chan struct{})}
 	close(ledger.release)
 	_ = ledger.Put(context.Background(), "n1", state.Record{State: state.Sent, Attempts: 1})

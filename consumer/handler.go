@@ -83,8 +83,11 @@ type Outcome struct {
 
 	Key    string        // ledger key; "" when nothing is written
 	Record *state.Record // the record to write under Key
-	// CreateOnly writes Record only if Key has no record yet, and under
-	// FallbackKey otherwise (an invalid message never overwrites a state).
+	// CreateOnly writes Record only if Key has no record yet. If it has
+	// one, Record goes under FallbackKey (an invalid message never
+	// overwrites a state), or, without a FallbackKey, nothing is written
+	// and the delivery is naked for an immediate redelivery that decides
+	// again with the record.
 	CreateOnly  bool
 	FallbackKey string
 
@@ -288,17 +291,15 @@ func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, 
 		return base.later(h.cfg.LedgerRetryDelay, "preferences unavailable: "+err.Error()), nil
 	}
 	if skip != "" {
-		if !j.loaded {
-			if err := j.load(); err != nil {
-				return base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), nil
-			}
-			if o, ok := j.done(); ok {
-				return o, nil
-			}
-		}
 		o := base.with(Ack, reason)
 		o.Record = &state.Record{State: skip, Type: string(ev.Type), Recipient: ev.Recipient.ID, Attempts: j.rec.Attempts,
 			StreamSeq: seq, UpdatedAt: j.now, MessageID: j.rec.MessageID}
+		// A first delivery has not read the ledger: its skip record is
+		// written only if the id has none ("create"), which doubles as the
+		// read. On a conflict nothing is written and the delivery comes
+		// back at once, to be decided with the record (the rules read the
+		// ledger first on a redelivery).
+		o.CreateOnly = !j.loaded
 		return o, nil
 	}
 

@@ -197,7 +197,12 @@ func TestDecisionTable(t *testing.T) {
 			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 1},
 		{name: "already inbox_only", prefs: optedIn, prior: &state.Record{State: state.InboxOnly, Attempts: 3},
 			wantAct: "ack", wantKey: "n1", wantState: state.InboxOnly, wantAtt: 3},
+		// A first delivery reads no ledger before a skip: its create-only
+		// skip record meets the record, writes nothing, and the delivery
+		// comes back at once to be decided with it.
 		{name: "already sent wins over opted out", prefs: memPrefs{}, prior: &state.Record{State: state.Sent, Attempts: 1},
+			wantAct: "nak", wantDelay: 0, wantKey: "n1", wantState: state.Sent, wantAtt: 1},
+		{name: "already sent wins over opted out, redelivered", prefs: memPrefs{}, delivered: 2, prior: &state.Record{State: state.Sent, Attempts: 1},
 			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 1},
 		{name: "already sent, redelivered", prefs: optedIn, delivered: 2, prior: &state.Record{State: state.Sent, Attempts: 1},
 			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 1},
