@@ -826,31 +826,62 @@ func inProcessRelay(cfg *config.Config) (stop func() error) {
 
 // ---------------------------------------------------------------- 2 drain
 
-// drainRun pre-publishes n notifications and times an in-process relay
-// with concurrency k from its start to the last mail accepted.
-func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, error) {
-	ns, err := startNATS()
-	if err != nil {
-		return rateResult{}, err
+// backlog is a nats-server, a sink and n notifications published for a
+// relay with concurrency k (recipients opted in, or not).
+type backlog struct {
+	ns   *natsServer
+	sink *sink.Sink
+	cfg  *config.Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+}
+
+func newBacklog(k, n int, so sink.Options, run string, optIn bool) (b *backlog, err error) {
+	b = &backlog{}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if b.ns, err = startNATS(); err != nil {
+		return nil, err
 	}
-	defer ns.stop()
-	rec := newRecorder(n, false)
-	s, err := sink.Start(sink.Options{Latency: latency, OnAccept: rec.accept})
-	if err != nil {
-		return rateResult{}, err
+	if b.sink, err = sink.Start(so); err != nil {
+		return nil, err
 	}
-	defer s.Close()
-	cfg, err := loadConfig(relayVars(ns.url, s.Addr(), k))
-	if err != nil {
-		return rateResult{}, err
+	if b.cfg, err = loadConfig(relayVars(b.ns.url, b.sink.Addr(), k)); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	nc, _, err := prepare(ctx, ns.url, cfg, "d", n)
+	if b.nc, b.js, err = prepareOpt(ctx, b.ns.url, b.cfg, run, n, optIn); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *backlog) close() {
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	if b.sink != nil {
+		_ = b.sink.Close()
+	}
+	if b.ns != nil {
+		b.ns.stop()
+	}
+}
+
+// drainRun pre-publishes n notifications and times an in-process relay
+// with concurrency k from its start to the last mail accepted.
+func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, error) {
+	rec := newRecorder(n, false)
+	d, err := newBacklog(k, n, sink.Options{Latency: latency, OnAccept: rec.accept}, "d", true)
 	if err != nil {
 		return rateResult{}, err
 	}
-	defer nc.Close()
+	defer d.close()
+	ns, s, cfg := d.ns, d.sink, d.cfg
 	logf("drain K=%d: %d published", k, n)
 	runtime.GC()
 
@@ -897,28 +928,15 @@ func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, e
 // off (the default) and times an in-process relay with concurrency k from
 // its start until every one is recorded and acked.
 func optedOutRun(k, n int) (rateResult, error) {
-	ns, err := startNATS()
+	d, err := newBacklog(k, n, sink.Options{}, "o", false)
 	if err != nil {
 		return rateResult{}, err
 	}
-	defer ns.stop()
-	s, err := sink.Start(sink.Options{})
-	if err != nil {
-		return rateResult{}, err
-	}
-	defer s.Close()
-	cfg, err := loadConfig(relayVars(ns.url, s.Addr(), k))
-	if err != nil {
-		return rateResult{}, err
-	}
+	defer d.close()
+	ns, s, cfg := d.ns, d.sink, d.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	nc, js, err := prepareOpt(ctx, ns.url, cfg, "o", n, false)
-	if err != nil {
-		return rateResult{}, err
-	}
-	defer nc.Close()
-	cons, err := js.Consumer(ctx, provision.Stream, provision.Consumer)
+	cons, err := d.js.Consumer(ctx, provision.Stream, provision.Consumer)
 	if err != nil {
 		return rateResult{}, err
 	}
