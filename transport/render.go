@@ -27,11 +27,9 @@ var reservedHeaders = []string{
 // stay within 76 characters, the deep-link line included).
 //
 // Every field goes through a setter that encodes (RFC 2047) or refuses CR,
-// LF and non-ASCII instead of writing them raw: From and To as
-// net/mail.Address values (FromMailAddress, ToMailAddress: go-mail writes
-// them with Address.String, which encodes such a display name; the
-// addresses themselves are checked by mailbox), and go-mail's Subject, Date,
-// Message-ID (compose gives it with angle brackets, go-mail adds its own, so
+// LF and non-ASCII instead of writing them raw: From and To with their
+// display names (formatted by net/mail and parsed again by go-mail), and
+// go-mail's Subject, Date, Message-ID (compose gives it with angle brackets, go-mail adds its own, so
 // they are stripped here), In-Reply-To, References and the extra Headers.
 // Plain-ASCII values such as "<https://app.example.com/settings/notifications>"
 // come out unchanged. go-mail writes the header fields sorted by name, not
@@ -55,12 +53,16 @@ func Render(m *compose.Message) (*mail.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render From: %w", err)
 	}
-	msg.FromMailAddress(from)
+	if err := msg.From(from); err != nil {
+		return nil, fmt.Errorf("render From: %w", err)
+	}
 	to, err := mailbox(m.To)
 	if err != nil {
 		return nil, fmt.Errorf("render To: %w", err)
 	}
-	msg.ToMailAddress(to)
+	if err := msg.To(to); err != nil {
+		return nil, fmt.Errorf("render To: %w", err)
+	}
 
 	msg.Subject(m.Subject)
 	if !m.Date.IsZero() {
@@ -106,21 +108,21 @@ func renderBytes(m *compose.Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// mailbox returns a as the mailbox go-mail writes. The address must be one
-// bare address (the rule the event validation applies too); the display
-// name may hold anything: go-mail writes the field with net/mail's
-// Address.String, which quotes the name or, when it holds non-ASCII or
-// control characters (CR and LF included), encodes it (RFC 2047), so no
-// text of the name can end the header line.
-func mailbox(a compose.Address) (*netmail.Address, error) {
+// mailbox formats a as an RFC 5322 mailbox. The address must be one bare
+// address (the rule the event validation applies too); net/mail quotes the
+// display name or, when it holds non-ASCII or control characters, encodes it
+// (RFC 2047), and go-mail parses the result again, refusing what would not
+// parse (FuzzRender: a display name of invalid UTF-8 that go-mail's
+// FromMailAddress/ToMailAddress would have written unparseable).
+func mailbox(a compose.Address) (string, error) {
 	if a.Email == "" {
-		return nil, errors.New("no address")
+		return "", errors.New("no address")
 	}
 	p, err := netmail.ParseAddress(a.Email)
 	if err != nil || p.Name != "" || p.Address != a.Email || strings.ContainsAny(a.Email, "\r\n") {
-		return nil, fmt.Errorf("%q is not an email address", a.Email)
+		return "", fmt.Errorf("%q is not an email address", a.Email)
 	}
-	return &netmail.Address{Name: a.Name, Address: a.Email}, nil
+	return (&netmail.Address{Name: a.Name, Address: a.Email}).String(), nil
 }
 
 // msgID checks a msg-id ("<left@right>", brackets optional) and returns it
