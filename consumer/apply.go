@@ -46,10 +46,13 @@ func (h *Handler) writeFailed(out Outcome, err error) Outcome {
 	return out
 }
 
-// AsyncLedger is a Ledger that can start an unconditional write without
-// waiting for it, so that the writes of many deliveries share round trips.
+// AsyncLedger is a Ledger that can start writes without waiting for them,
+// so that the writes of many deliveries share round trips: an
+// unconditional put, and a create that fails (without a fallback of its
+// own) when the key has a record or a delete marker.
 type AsyncLedger interface {
 	PutAsync(key string, rec state.Record) (state.Pending, error)
+	CreateAsync(key string, rec state.Record) (state.Pending, error)
 }
 
 // startApply begins applying out. When its ledger write is a plain put and
@@ -57,41 +60,25 @@ type AsyncLedger interface {
 // rest of the work as a pending apply: the action follows once the write
 // is stored. Otherwise it applies out at once and returns nil.
 func (h *Handler) startApply(msg jetstream.Msg, out Outcome) (*pendingApply, error) {
-	if out.Record == nil || out.Key == "" {
-		return nil, h.Apply(msg, out)
-	}
-	if out.CreateOnly {
-		// A create: started as an asynchronous compare-and-set against
-		// "no record". Any failure, a conflict included, takes the
-		// synchronous path, which tells them apart.
-		as, ok := h.ledger.(AsyncSwapper)
-		if !ok {
-			return nil, h.Apply(msg, out)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), WriteTimeout)
-		wait := as.SwapAsync(ctx, out.Key, *out.Record, 0)
-		p := pendingFunc(func() error {
-			defer cancel()
-			_, err := wait()
-			return err
-		})
-		return &pendingApply{h: h, msg: msg, out: out, write: p, done: func() {}}, nil
-	}
 	al, ok := h.ledger.(AsyncLedger)
-	if !ok {
+	if !ok || out.Record == nil || out.Key == "" {
 		return nil, h.Apply(msg, out)
 	}
-	p, err := al.PutAsync(out.Key, *out.Record)
+	var p state.Pending
+	var err error
+	if out.CreateOnly {
+		// Any failure, a record or a delete marker under the key included,
+		// takes the synchronous path (in a goroutine of the finisher's),
+		// which tells them apart.
+		p, err = al.CreateAsync(out.Key, *out.Record)
+	} else {
+		p, err = al.PutAsync(out.Key, *out.Record)
+	}
 	if err != nil {
 		return nil, h.Apply(msg, out) // the synchronous path retries and reports
 	}
 	return &pendingApply{h: h, msg: msg, out: out, write: p, done: func() {}}, nil
 }
-
-// pendingFunc is a state.Pending that waits by calling itself.
-type pendingFunc func() error
-
-func (f pendingFunc) Wait() error { return f() }
 
 // pendingApply is an outcome whose ledger write is under way.
 type pendingApply struct {
@@ -110,7 +97,9 @@ func (a *pendingApply) wait() error { return a.write.Wait() }
 // ack still comes only after the ledger holds the outcome.
 func (a *pendingApply) finish(werr error) error {
 	if werr != nil {
-		a.h.log.Warn("ledger write failed, retrying", zap.String("event_id", a.out.EventID), zap.Error(werr))
+		if !a.out.CreateOnly { // a create meeting a record is no failure
+			a.h.log.Warn("ledger write failed, retrying", zap.String("event_id", a.out.EventID), zap.Error(werr))
+		}
 		return a.h.Apply(a.msg, a.out)
 	}
 	return a.h.conclude(a.msg, a.out)

@@ -21,6 +21,11 @@ type asyncLedger struct {
 	async   atomic.Int32 // PutAsync calls
 }
 
+// pendingFunc is a state.Pending that waits by calling itself.
+type pendingFunc func() error
+
+func (p pendingFunc) Wait() error { return p() }
+
 func (l *asyncLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
 	l.async.Add(1)
 	return pendingFunc(func() error {
@@ -29,6 +34,18 @@ func (l *asyncLedger) PutAsync(key string, rec state.Record) (state.Pending, err
 			return errors.New("async write lost")
 		}
 		return l.Put(context.Background(), key, rec)
+	}), nil
+}
+
+func (l *asyncLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
+	l.async.Add(1)
+	return pendingFunc(func() error {
+		<-l.release
+		if l.fail.Load() {
+			return errors.New("async write lost")
+		}
+		_, err := l.Swap(context.Background(), key, rec, 0)
+		return err
 	}), nil
 }
 
@@ -74,9 +91,10 @@ func TestFinisherAcksOnlyAfterTheWrite(t *testing.T) {
 	}
 }
 
-// A create-only write is never turned into a plain put: without a
-// conditional asynchronous write it is applied at once, and an existing
-// state is never overwritten.
+// A create-only write is never turned into a plain put: it goes out as an
+// asynchronous create, and when the key has a record, the synchronous path
+// puts an invalid record under seq.<n>; an existing state is never
+// overwritten and the term comes after the write.
 func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 	ledger := &asyncLedger{memLedger: newMemLedger(), release: make(chan struct{})}
 	close(ledger.release)
@@ -86,10 +104,20 @@ func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 	msg := &fakeMsg{subject: subject, data: data, seq: 7, delivered: 1}
 	out := h.Handle(context.Background(), msg)
 	pa, err := h.startApply(msg, out)
-	if err != nil || pa != nil {
-		t.Fatalf("startApply = %v, %v; want it applied at once", pa, err)
+	if err != nil || pa == nil {
+		t.Fatalf("startApply = %v, %v; want the create under way", pa, err)
 	}
-	if ledger.async.Load() != 0 || msg.last() != "term" {
+	werr := pa.wait()
+	if werr == nil {
+		t.Fatal("a create over an existing record succeeded")
+	}
+	if msg.last() != "" {
+		t.Fatalf("acted on (%q) before the write", msg.last())
+	}
+	if err := pa.finish(werr); err != nil {
+		t.Fatal(err)
+	}
+	if ledger.async.Load() != 1 || msg.last() != "term" {
 		t.Fatalf("async writes %d, action %q", ledger.async.Load(), msg.last())
 	}
 	if rec, _ := ledger.get("seq.7"); rec.State != state.Invalid {

@@ -259,6 +259,9 @@ func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, 
 	if err != nil {
 		return h.invalid(ev, seq, n, err), nil
 	}
+	if ctx.Err() != nil { // past the shutdown timeout: release it untouched
+		return Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n}.later(0, "shutdown before sending"), nil
+	}
 	j := &sendJob{ev: ev, seq: seq, n: n,
 		base: Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}}
 	base := j.base
@@ -502,9 +505,16 @@ func (h *Handler) sendRecovered(ctx context.Context, j *sendJob) (err error) {
 // means nothing was sent.
 func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message) error {
 	deadline := time.Now().Add(h.cfg.SlowDownBudget)
+	var slowed error // the last slow-down answer
 	for {
 		if err := h.throttle.Wait(ctx); err != nil {
-			return errNotTried
+			switch {
+			case slowed != nil:
+				return slowed // the server was tried
+			case ctx.Err() != nil:
+				return errNotTried
+			}
+			return err
 		}
 		if h.stale(ev, h.now()) {
 			return errStale
@@ -517,6 +527,7 @@ func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message)
 		if !IsSlowDown(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}
+		slowed = err
 		pause := h.throttle.Trip()
 		h.log.Warn("SMTP server asks to slow down: pausing sends", zap.Duration("pause", pause), zap.String("reply", failure(err)))
 	}
@@ -525,7 +536,10 @@ func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message)
 func (h *Handler) sendOnce(ctx context.Context, m *compose.Message) error {
 	if h.limiter != nil {
 		if err := h.limiter.Wait(ctx); err != nil {
-			return errNotTried
+			if ctx.Err() != nil {
+				return errNotTried
+			}
+			return err
 		}
 	}
 	if h.cfg.SendTimeout > 0 {

@@ -345,6 +345,11 @@ func (l pipeLedger) PutAsync(key string, rec state.Record) (state.Pending, error
 	return pendingFunc(func() error { return err }), nil
 }
 
+func (l pipeLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
+	_, err := l.Swap(context.Background(), key, rec, 0)
+	return pendingFunc(func() error { return err }), nil
+}
+
 type fakeStream map[uint64]*jetstream.RawStreamMsg
 
 func (f fakeStream) GetMsg(_ context.Context, seq uint64, _ ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {

@@ -158,6 +158,33 @@ func (s *Store) PutAsync(key string, rec Record) (Pending, error) {
 	return pendingPut{key: key, f: f}, nil
 }
 
+// CreateAsync starts writing rec under key only if key has no message yet
+// (a publish expecting last subject sequence 0) and returns without
+// waiting. Wait fails when key has a record, when it has a delete marker
+// (which a KV Create would write over), and when the write failed: Swap
+// with revision 0 tells them apart. There is no fallback inside Wait, so
+// it never blocks for longer than the async publish timeout.
+func (s *Store) CreateAsync(key string, rec Record) (Pending, error) {
+	if s.js == nil {
+		return nil, errors.New("state: asynchronous writes not enabled")
+	}
+	if !validKey(key) {
+		return nil, fmt.Errorf("state create %q: %w", key, jetstream.ErrInvalidKey)
+	}
+	b, err := encode(rec)
+	if err != nil {
+		return nil, fmt.Errorf("state encode %q: %w", key, err)
+	}
+	m := nats.NewMsg(s.subject(key))
+	m.Data = b
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	f, err := s.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("state create %q: %w", key, err)
+	}
+	return pendingPut{key: key, f: f}, nil
+}
+
 // Get returns the record under key and its revision. It returns ErrNotFound
 // when there is none.
 func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
@@ -235,6 +262,11 @@ func (s *Store) SwapAsync(ctx context.Context, key string, rec Record, rev uint6
 				return ack.Sequence, nil
 			case <-f.Err():
 			case <-ctx.Done():
+				select { // stored already: say so, whatever ctx says
+				case ack := <-f.Ok():
+					return ack.Sequence, nil
+				default:
+				}
 			}
 		}
 		return s.swapKV(ctx, key, b, rev)

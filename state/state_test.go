@@ -243,3 +243,51 @@ func TestSwapCreateAsync(t *testing.T) {
 		t.Fatalf("%d racing creates won, want 1", won)
 	}
 }
+
+// CreateAsync writes only under a key with no message: it fails, without
+// writing and without a fallback of its own, on a record and on a delete
+// marker; Swap at revision 0 then tells them apart.
+func TestCreateAsync(t *testing.T) {
+	_, js, h := provisioned(t)
+	ctx := context.Background()
+	l := state.New(h.State).WithAsync(js)
+	rec := state.Record{State: state.SkippedOptedOut, StreamSeq: 3, UpdatedAt: time.Now().UTC()}
+
+	p, err := l.CreateAsync("k1", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatalf("create of a new key: %v", err)
+	}
+	if got, _, err := l.Get(ctx, "k1"); err != nil || got.State != state.SkippedOptedOut {
+		t.Fatalf("after the create: %+v, %v", got, err)
+	}
+	other := rec
+	other.State = state.Sent
+	if p, err = l.CreateAsync("k1", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err == nil {
+		t.Fatal("a create over a record succeeded")
+	}
+	if got, _, _ := l.Get(ctx, "k1"); got.State != state.SkippedOptedOut {
+		t.Fatalf("the record was overwritten: %+v", got)
+	}
+	// over a delete marker the async create fails; the KV create succeeds
+	if err := h.State.Delete(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = l.CreateAsync("k1", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err == nil {
+		t.Fatal("an async create over a delete marker succeeded")
+	}
+	if _, err := l.Swap(ctx, "k1", other, 0); err != nil {
+		t.Fatalf("create over a delete marker: %v", err)
+	}
+	if _, err := state.New(h.State).CreateAsync("k2", rec); err == nil {
+		t.Fatal("CreateAsync without WithAsync succeeded")
+	}
+}
