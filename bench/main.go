@@ -1178,7 +1178,7 @@ func (r *report) write(path string) error {
 	b.WriteString("# mailrelay benchmark results\n\n")
 	b.WriteString("Written by `make bench` (bench/main.go). Everything runs on 127.0.0.1 on this machine:\n")
 	b.WriteString("a real nats-server with file storage, the discarding SMTP sink of tools/smtpsink,\n")
-	b.WriteString("the relay (in-process for 2, 3 and 5; the built binary as its own process for 4).\n\n")
+	b.WriteString("the relay (in-process for 2, 3, 5 and 6; the built binary as its own process for 4).\n\n")
 	b.WriteString("```\n")
 	for _, l := range r.machine {
 		b.WriteString(l + "\n")
