@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailrelay/mailrelay/config"
 	"github.com/mailrelay/mailrelay/internal/natstest"
 	"github.com/mailrelay/mailrelay/provision"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,5 +67,35 @@ func TestProvisionIdempotent(t *testing.T) {
 	}
 	if got := third.Consumer.CachedInfo().Config.AckWait; got != 90*time.Second {
 		t.Errorf("AckWait after update = %s", got)
+	}
+}
+
+// Zero Options give the documented defaults of the environment variables.
+func TestDefaultsMatchConfig(t *testing.T) {
+	cfg, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	h, err := provision.Provision(ctx, js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cfg.JetStream
+	if sc := h.Stream.CachedInfo().Config; sc.MaxAge != j.MaxAge || sc.Duplicates != j.DuplicateWindow || sc.Replicas != j.Replicas {
+		t.Errorf("stream max age %s, duplicate window %s, replicas %d; defaults %s, %s, %d",
+			sc.MaxAge, sc.Duplicates, sc.Replicas, j.MaxAge, j.DuplicateWindow, j.Replicas)
+	}
+	if cc := h.Consumer.CachedInfo().Config; cc.AckWait != j.AckWait {
+		t.Errorf("consumer AckWait %s, MAILRELAY_ACK_WAIT default %s", cc.AckWait, j.AckWait)
+	}
+	st, err := h.State.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != j.StateTTL {
+		t.Errorf("state TTL %s, MAILRELAY_STATE_TTL default %s", st.TTL(), j.StateTTL)
 	}
 }
