@@ -1,7 +1,8 @@
 package config
 
 // Var describes one environment variable: the table that Load reads its
-// defaults from and that docs and --help are rendered from.
+// defaults from, that the start-up log walks, and that the README's
+// configuration table must match (TestReadmeTableIsVars).
 type Var struct {
 	// Name is the environment variable.
 	Name string
@@ -99,7 +100,7 @@ var vars = []Var{
 		Help:    "NATS authentication token. Never logged."},
 	{Name: "NATS_INBOX_PREFIX", Default: "_INBOX_mailrelay",
 		Accepts: "a subject prefix like _INBOX_mailrelay (letters, digits, _ and -, dot-separated tokens, no wildcards)",
-		Help:    "Prefix of the reply subjects mailrelay receives answers on. Its own prefix, apart from the default _INBOX of other clients, lets the server allow each identity only its own replies (see nats.conf)."},
+		Help:    "Prefix of the reply subjects mailrelay receives answers on. Its own prefix, apart from the default _INBOX of other clients, lets the server allow each identity only its own replies (see nats.conf). `mailrelay publish` uses the standard `_INBOX` unless this is set."},
 	{Name: "NATS_CA",
 		Accepts: acceptsFile,
 		Help:    "PEM file of the CA certificates that verify the NATS server."},

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"os"
 	"reflect"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caarlos0/env/v11"
@@ -133,5 +136,37 @@ func TestVarsMatchConfig(t *testing.T) {
 	}
 	if n := reflect.TypeFor[Config]().NumField(); n != 7 {
 		t.Errorf("Config has %d groups; Load.parse and this test know 7", n)
+	}
+}
+
+// The README's configuration table is Vars(): the same variables in the
+// same order, with the same defaults and help text.
+func TestReadmeTableIsVars(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `([A-Z][A-Z0-9_]*)` \\| (`[^`]*`|—) \\| (.*) \\|$")
+	var got []Var
+	for _, line := range strings.Split(string(b), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		def := strings.Trim(m[2], "`")
+		if def == "—" {
+			def = ""
+		}
+		got = append(got, Var{Name: m[1], Default: def, Help: m[3]})
+	}
+	want := Vars()
+	if len(got) != len(want) {
+		t.Fatalf("README table has %d variables, Vars() %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Name != w.Name || g.Default != w.Default || g.Help != w.Help {
+			t.Errorf("README row %d:\n  %s | %q | %s\nVars():\n  %s | %q | %s", i+1, g.Name, g.Default, g.Help, w.Name, w.Default, w.Help)
+		}
 	}
 }
