@@ -40,6 +40,7 @@ var errRecordExists = errors.New("the notification already has a record")
 func (h *Handler) writeFailed(out Outcome, err error) Outcome {
 	h.log.Error("ledger write failed", zap.String("event_id", out.EventID),
 		zap.Uint64("stream_seq", out.StreamSeq), zap.Error(err))
+	h.obs.LedgerWriteFailed()
 	if !(out.Action == Ack && out.Record.State == state.Sent) {
 		out.Action, out.Delay, out.Reason = Nak, h.cfg.LedgerRetryDelay, "ledger write failed"
 	}
@@ -110,6 +111,11 @@ func (h *Handler) conclude(msg jetstream.Msg, out Outcome) error {
 	h.logOutcome(out)
 	h.obs.Outcome(out)
 	switch out.Action {
+	case Leave:
+		if l, ok := msg.(interface{ leave() }); ok {
+			l.leave()
+		}
+		return nil
 	case Ack:
 		return msg.Ack()
 	case Term:
@@ -177,6 +183,7 @@ type Observer interface {
 	Sent(d time.Duration, err error)
 	InFlight(delta int)
 	Advisory(result string)
+	LedgerWriteFailed() // a ledger write failed for good (after its retries)
 }
 
 type nopObserver struct{}
@@ -185,3 +192,4 @@ func (nopObserver) Outcome(Outcome)           {}
 func (nopObserver) Sent(time.Duration, error) {}
 func (nopObserver) InFlight(int)              {}
 func (nopObserver) Advisory(string)           {}
+func (nopObserver) LedgerWriteFailed()        {}

@@ -179,3 +179,102 @@ func TestShutdownBeforeSendTakesTheAttemptBack(t *testing.T) {
 			msg.last(), msg.delay, len(sender.sent), rec)
 	}
 }
+
+// brokenLedger is a memLedger whose unconditional writes fail while broken.
+type brokenLedger struct {
+	*memLedger
+	broken atomic.Bool
+}
+
+func (l *brokenLedger) Put(ctx context.Context, key string, rec state.Record) error {
+	if l.broken.Load() {
+		return errors.New("ledger down")
+	}
+	return l.memLedger.Put(ctx, key, rec)
+}
+
+// countObserver counts ledger write failures.
+type countObserver struct {
+	nopObserver
+	failures atomic.Int32
+}
+
+func (o *countObserver) LedgerWriteFailed() { o.failures.Add(1) }
+
+// A final write that fails after its retries: after an accepted send the
+// delivery is acked anyway (mailing again would duplicate) and the record
+// stays sending; otherwise it is released for a retry after
+// LedgerRetryDelay. Either way the failure is counted.
+func TestLedgerWriteFailedForGood(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		prefs     memPrefs
+		delivered uint64
+		wantAct   string
+		wantState state.State
+	}{
+		{"after the send", memPrefs{"u1": {event.TaskAssigned: true}}, 1, "ack", state.Sending},
+		{"a skip", memPrefs{}, 2, "nak", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ledger := &brokenLedger{memLedger: newMemLedger()}
+			obs := &countObserver{}
+			sender := &fakeSender{}
+			h := NewHandler(Config{Configured: true, LedgerRetryDelay: 7 * time.Second}, sender, tc.prefs, ledger, simpleCompose,
+				WithClock(func() time.Time { return testNow }), WithObserver(obs))
+			subject, data := testEvent(nil)
+			msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: tc.delivered}
+			out := h.Handle(context.Background(), msg) // the claim (a swap) still works
+			ledger.broken.Store(true)
+			if err := h.Apply(msg, out); err != nil {
+				t.Fatal(err)
+			}
+			if msg.last() != tc.wantAct || obs.failures.Load() != 1 {
+				t.Fatalf("action %q, %d failures counted; want %q and 1", msg.last(), obs.failures.Load(), tc.wantAct)
+			}
+			if tc.wantAct == "nak" && msg.delay != 7*time.Second {
+				t.Errorf("nak delay %s, want LedgerRetryDelay", msg.delay)
+			}
+			rec, _ := ledger.get("n1")
+			if rec.State != tc.wantState {
+				t.Errorf("record %+v, want state %q", rec, tc.wantState)
+			}
+		})
+	}
+}
+
+// A delivery held long enough that JetStream may have redelivered it
+// elsewhere checks, before it sends, that its claim is still the stored
+// record: taken over, it sends nothing and leaves the delivery alone.
+func TestHeldDeliveryChecksItsClaimBeforeSending(t *testing.T) {
+	for _, takenOver := range []bool{false, true} {
+		ledger := newMemLedger()
+		sender := &fakeSender{}
+		h := NewHandler(Config{Configured: true, AckWait: 30 * time.Millisecond}, sender, memPrefs{"u1": {event.TaskAssigned: true}},
+			ledger, simpleCompose, WithClock(func() time.Time { return testNow }))
+		subject, data := testEvent(nil)
+		msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}
+		_, j := h.prepare(context.Background(), msg)
+		if out, ok := h.claim(context.Background(), j); !ok {
+			t.Fatalf("claim: %+v", out)
+		}
+		time.Sleep(20 * time.Millisecond) // more than AckWait/3
+		if takenOver {
+			rec, _ := ledger.get("n1")
+			rec.Delivery, rec.Attempts = 2, 2
+			_ = ledger.Put(context.Background(), "n1", rec)
+		}
+		out := h.deliver(context.Background(), j)
+		if err := h.Apply(msg, out); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := ledger.get("n1")
+		if takenOver {
+			if len(sender.sent) != 0 || msg.last() != "" || out.Action != Leave || rec.Delivery != 2 {
+				t.Errorf("taken over: %d sent, action %q (%s), record %+v; want nothing sent or done", len(sender.sent), msg.last(), out.Action, rec)
+			}
+		} else if len(sender.sent) != 1 || msg.last() != "ack" || rec.State != state.Sent {
+			t.Errorf("still ours: %d sent, action %q, record %+v; want it sent", len(sender.sent), msg.last(), rec)
+		}
+	}
+}

@@ -60,6 +60,10 @@ const (
 	Ack  Action = iota // done: never delivered again
 	Nak                // delivered again after Outcome.Delay
 	Term               // not delivered again; the ledger holds why
+	// Leave does nothing to the delivery: JetStream has redelivered the
+	// message and a later delivery owns it (acking or naking would act on
+	// that one's behalf).
+	Leave
 )
 
 func (a Action) String() string {
@@ -70,6 +74,8 @@ func (a Action) String() string {
 		return "nak"
 	case Term:
 		return "term"
+	case Leave:
+		return "leave"
 	}
 	return "unknown"
 }
@@ -232,8 +238,10 @@ type sendJob struct {
 	loaded bool
 	load   func() error // reads rec, rev
 
-	next    state.Record           // the claim being written
-	pending func() (uint64, error) // the claim's write, once started
+	next     state.Record           // the claim being written
+	pending  func() (uint64, error) // the claim's write, once started
+	claimRev uint64                 // the claim's revision, once stored
+	started  time.Time              // when prepare began (the process's clock)
 }
 
 // prepare applies the rules up to the send: it returns the final outcome
@@ -262,7 +270,7 @@ func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, 
 	if ctx.Err() != nil { // past the shutdown timeout: release it untouched
 		return Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n}.later(0, "shutdown before sending"), nil
 	}
-	j := &sendJob{ev: ev, seq: seq, n: n,
+	j := &sendJob{ev: ev, seq: seq, n: n, started: time.Now(),
 		base: Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}}
 	base := j.base
 
@@ -334,6 +342,14 @@ func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
 		if o, ok := j.done(); ok {
 			return o, false
 		}
+		if j.rec.State == state.Sending && j.rec.StreamSeq == j.seq && j.rec.Delivery > j.n {
+			// A later delivery of this very message claimed it: this one
+			// is stale (it waited past AckWait, say, and JetStream
+			// redelivered the message elsewhere). The later one owns it.
+			o := j.base
+			o.Key = ""
+			return o.with(Leave, "a later delivery of this message owns it"), false
+		}
 		if j.rec.State == state.Sending && j.rec.StreamSeq != j.seq && j.now.Sub(j.rec.UpdatedAt) < h.claimTTL() {
 			// Another copy of this notification (published twice under
 			// different Nats-Msg-Ids) is being sent right now. That copy
@@ -345,7 +361,8 @@ func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
 		}
 	}
 	j.next = state.Record{State: state.Sending, Type: string(j.ev.Type), Recipient: j.ev.Recipient.ID,
-		Attempts: j.rec.Attempts + 1, MessageID: j.m.MessageID, Error: j.rec.Error, StreamSeq: j.seq, UpdatedAt: j.now}
+		Attempts: j.rec.Attempts + 1, MessageID: j.m.MessageID, Error: j.rec.Error, StreamSeq: j.seq, Delivery: j.n,
+		UpdatedAt: j.now}
 	if as, ok := h.ledger.(AsyncSwapper); ok {
 		j.pending = as.SwapAsync(ctx, j.ev.ID, j.next, j.rev)
 	} else {
@@ -360,15 +377,16 @@ func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
 // read and the checks run again. It returns the final outcome and false
 // when the delivery is not to be sent.
 func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
-	for {
+	for conflicts := 0; ; conflicts++ {
 		if j.pending == nil {
 			if o, ok := h.startClaim(ctx, j); !ok {
 				return o, false
 			}
 		}
-		_, err := j.pending()
+		rev, err := j.pending()
 		j.pending = nil
 		if err == nil {
+			j.claimRev = rev
 			return Outcome{}, true
 		}
 		if ctx.Err() != nil {
@@ -377,10 +395,13 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 		if !errors.Is(err, state.ErrConflict) {
 			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
 		}
-		if j.loaded {
-			return j.base.later(h.retryDelay(1), "another delivery of this notification changed its state"), false
+		if conflicts == 2 {
+			return j.base.later(h.retryDelay(1), "another delivery of this notification keeps changing its state"), false
 		}
-		if err := j.load(); err != nil { // the record the optimistic claim ran into
+		// Another writer got there first: read what it wrote and apply
+		// the rules again (a settled state, a copy being sent, a later
+		// delivery of this message).
+		if err := j.load(); err != nil {
 			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
 		}
 	}
@@ -388,6 +409,9 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 
 // deliver sends the claimed mail and decides what follows from the result.
 func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
+	if o, ok := h.stillOwned(ctx, j); !ok {
+		return o
+	}
 	next := j.next
 	err := errNotTried
 	if ctx.Err() == nil {
@@ -427,6 +451,23 @@ func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
 		out.Action, out.Delay, out.Reason = Nak, h.retryDelay(n), "temporary failure: "+why
 	}
 	return out
+}
+
+// stillOwned checks, for a delivery held long enough that JetStream may
+// have redelivered its message elsewhere (its InProgress lost in a leader
+// election, say), that its claim is still the stored record before it
+// sends. A delivery held briefly is not checked: that costs no read.
+func (h *Handler) stillOwned(ctx context.Context, j *sendJob) (Outcome, bool) {
+	if j.claimRev == 0 || time.Since(j.started) < h.cfg.AckWait/3 {
+		return Outcome{}, true
+	}
+	_, rev, err := h.ledger.Get(ctx, j.ev.ID)
+	if err != nil || rev == j.claimRev {
+		return Outcome{}, true // ours (or unknown: the claim was stored, send as before)
+	}
+	o := j.base
+	o.Key = ""
+	return o.with(Leave, "its claim was taken over by a later delivery of this message"), false
 }
 
 // skip returns the state of the first rule after the ledger's that keeps

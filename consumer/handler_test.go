@@ -234,6 +234,18 @@ func TestDecisionTable(t *testing.T) {
 		{name: "own claim from a crashed delivery is taken over", prefs: optedIn, delivered: 2,
 			prior:   &state.Record{State: state.Sending, Attempts: 1, StreamSeq: 7, UpdatedAt: testNow.Add(-2 * time.Minute)},
 			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 2, wantMails: 1},
+		{name: "the claim of an earlier delivery of this message is taken over", prefs: optedIn, delivered: 2,
+			prior:   &state.Record{State: state.Sending, Attempts: 1, StreamSeq: 7, Delivery: 1, UpdatedAt: testNow.Add(-time.Second)},
+			wantAct: "ack", wantKey: "n1", wantState: state.Sent, wantAtt: 2, wantMails: 1},
+		// JetStream redelivered the message while this delivery waited:
+		// the later delivery owns it, and this one is left alone (no ack,
+		// no nak: either would act on the later one's behalf).
+		{name: "a stale delivery meets the claim of a later one", prefs: optedIn, delivered: 1,
+			prior:   &state.Record{State: state.Sending, Attempts: 1, StreamSeq: 7, Delivery: 2, UpdatedAt: testNow.Add(-time.Second)},
+			wantAct: "", wantKey: "n1", wantState: state.Sending, wantAtt: 1},
+		{name: "a stale redelivery meets the claim of a later one", prefs: optedIn, delivered: 2,
+			prior:   &state.Record{State: state.Sending, Attempts: 2, StreamSeq: 7, Delivery: 3, UpdatedAt: testNow.Add(-time.Second)},
+			wantAct: "", wantKey: "n1", wantState: state.Sending, wantAtt: 2},
 		{name: "the backend panics: a temporary failure, recorded under the id", prefs: optedIn, sendErr: errPanic, delivered: 1,
 			wantAct: "nak", wantDelay: 30 * time.Second, wantKey: "n1", wantState: state.Retrying, wantAtt: 1},
 		{name: "poison: compose panics", prefs: optedIn, mut: func(e map[string]any) { e["task"] = map[string]any{"id": "t1", "title": "PANIC"} },

@@ -256,6 +256,7 @@ type keptMsg struct {
 }
 
 func (m *keptMsg) Ack() error { m.stop(); return m.Msg.Ack() }
+func (m *keptMsg) leave()     { m.stop() } // Leave: nothing is done to the delivery
 func (m *keptMsg) DoubleAck(ctx context.Context) error {
 	m.stop()
 	return m.Msg.DoubleAck(ctx)

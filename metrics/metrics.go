@@ -22,16 +22,17 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	notifications *prometheus.CounterVec
-	decisions     *prometheus.CounterVec
-	sendSeconds   prometheus.Histogram
-	smtpErrors    *prometheus.CounterVec
-	inFlight      prometheus.Gauge
-	retries       prometheus.Counter
-	advisories    *prometheus.CounterVec
-	pending       prometheus.Gauge
-	ackPending    prometheus.Gauge
-	redelivered   prometheus.Gauge
+	notifications  *prometheus.CounterVec
+	decisions      *prometheus.CounterVec
+	sendSeconds    prometheus.Histogram
+	smtpErrors     *prometheus.CounterVec
+	inFlight       prometheus.Gauge
+	retries        prometheus.Counter
+	advisories     *prometheus.CounterVec
+	ledgerFailures prometheus.Counter
+	pending        prometheus.Gauge
+	ackPending     prometheus.Gauge
+	redelivered    prometheus.Gauge
 
 	mu       sync.Mutex
 	lastSend LastSend
@@ -59,7 +60,7 @@ func New(version string) *Metrics {
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_notifications_total",
 			Help: "Notifications handled, by type and the state recorded."}, []string{"type", "state"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_decisions_total",
-			Help: "Deliveries ended, by action (ack, nak, term)."}, []string{"decision"}),
+			Help: "Deliveries ended, by action (ack, nak, term; leave: a later delivery of the message owns it)."}, []string{"decision"}),
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mailrelay_smtp_send_seconds",
 			Help: "Time to hand one message to the mail backend.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		smtpErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_smtp_errors_total",
@@ -70,6 +71,8 @@ func New(version string) *Metrics {
 			Help: "Deliveries released for a later retry."}),
 		advisories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_advisories_total",
 			Help: "Max-deliveries advisories handled, by result."}, []string{"result"}),
+		ledgerFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_ledger_write_failures_total",
+			Help: "Ledger writes (notify_email_state) that failed after their retries: the delivery was released for a retry, or, after a send, acked with its record left sending."}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_pending",
 			Help: "Messages of NOTIFY not yet delivered to the mailrelay consumer."}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_ack_pending",
@@ -82,7 +85,7 @@ func New(version string) *Metrics {
 	build.Set(1)
 	m.initSeries()
 	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
-		m.advisories, m.pending, m.ackPending, m.redelivered, build,
+		m.advisories, m.ledgerFailures, m.pending, m.ackPending, m.redelivered, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,7 +100,7 @@ func (m *Metrics) initSeries() {
 			m.notifications.WithLabelValues(string(t), string(st))
 		}
 	}
-	for _, a := range []consumer.Action{consumer.Ack, consumer.Nak, consumer.Term} {
+	for _, a := range []consumer.Action{consumer.Ack, consumer.Nak, consumer.Term, consumer.Leave} {
 		m.decisions.WithLabelValues(a.String())
 	}
 	for _, class := range []string{"temporary", "permanent"} {
@@ -152,6 +155,9 @@ func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
 
 // Advisory implements consumer.Observer.
 func (m *Metrics) Advisory(result string) { m.advisories.WithLabelValues(result).Inc() }
+
+// LedgerWriteFailed implements consumer.Observer.
+func (m *Metrics) LedgerWriteFailed() { m.ledgerFailures.Inc() }
 
 // Last returns the most recent send, zero when none.
 func (m *Metrics) Last() LastSend {

@@ -20,7 +20,7 @@ func TestFamiliesExportedFromStart(t *testing.T) {
 	for _, name := range []string{
 		"mailrelay_notifications_total", "mailrelay_decisions_total", "mailrelay_smtp_send_seconds",
 		"mailrelay_smtp_errors_total", "mailrelay_in_flight", "mailrelay_retries_total",
-		"mailrelay_advisories_total", "mailrelay_consumer_pending", "mailrelay_consumer_ack_pending",
+		"mailrelay_advisories_total", "mailrelay_ledger_write_failures_total", "mailrelay_consumer_pending", "mailrelay_consumer_ack_pending",
 		"mailrelay_consumer_redelivered", "mailrelay_build_info",
 	} {
 		if !have[name] {

@@ -66,6 +66,11 @@ type Record struct {
 	// record; it tells a redelivery of the same message from a second
 	// copy of the same notification.
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// Delivery is the delivery number (1 to MaxDeliver) of the message at
+	// StreamSeq that wrote a "sending" claim: a redelivery takes over only
+	// the claim of an earlier delivery, and a delivery that meets the claim
+	// of a later one is stale (JetStream redelivered it elsewhere).
+	Delivery int `json:"delivery,omitempty"`
 }
 
 // Errors returned by Store.
