@@ -24,12 +24,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
-	h, err := provision.Provision(natstest.Ctx(t), js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js, h := natstest.StartProvisioned(t)
 	return &env{js: js, h: h, ledger: state.New(h.State)}
 }
 

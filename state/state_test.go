@@ -9,26 +9,12 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/provision"
 	"github.com/mailrelay/mailrelay/state"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// provisioned starts a JetStream server with the relay's streams and
-// buckets and returns it, a client's JetStream context and the handles.
-func provisioned(t *testing.T) (*natstest.Server, jetstream.JetStream, *provision.Handles) {
-	t.Helper()
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
-	h, err := provision.Provision(context.Background(), js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns, js, h
-}
-
 func TestLedger(t *testing.T) {
-	_, _, h := provisioned(t)
+	_, _, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	l := state.New(h.State)
 
@@ -97,7 +83,7 @@ func TestStates(t *testing.T) {
 }
 
 func TestPutAsync(t *testing.T) {
-	ns, js, h := provisioned(t)
+	ns, js, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	rec := state.Record{State: state.Sent, Type: "task.comment", Recipient: "u1", Attempts: 1,
 		MessageID: "<notify.a1@example.com>", UpdatedAt: time.Now().UTC(), StreamSeq: 3}
@@ -167,7 +153,7 @@ func TestPutAsync(t *testing.T) {
 // Swap(rev 0) on an async store takes the asynchronous create and falls
 // back to the KV client's Create, with the same results as the sync store.
 func TestSwapCreateAsync(t *testing.T) {
-	_, js, h := provisioned(t)
+	_, js, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	l := state.New(h.State).WithAsync(js)
 	rec := state.Record{State: state.Sending, Attempts: 1, StreamSeq: 9, UpdatedAt: time.Now().UTC()}
@@ -248,7 +234,7 @@ func TestSwapCreateAsync(t *testing.T) {
 // writing and without a fallback of its own, on a record and on a delete
 // marker; Swap at revision 0 then tells them apart.
 func TestCreateAsync(t *testing.T) {
-	_, js, h := provisioned(t)
+	_, js, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	l := state.New(h.State).WithAsync(js)
 	rec := state.Record{State: state.SkippedOptedOut, StreamSeq: 3, UpdatedAt: time.Now().UTC()}

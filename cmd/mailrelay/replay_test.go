@@ -9,16 +9,14 @@ import (
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/provision"
 	"github.com/mailrelay/mailrelay/state"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestReplayCommand: --dry-run lists an inbox_only notification and
 // changes nothing; the real run resets its record and republishes the
 // stored message under a fresh Nats-Msg-Id for the relays to handle.
 func TestReplayCommand(t *testing.T) {
-	ns, js, h := provisioned(t)
+	ns, js, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	ev := &event.Event{ID: "n1", Type: event.TaskAssigned, OccurredAt: time.Now().UTC(),
 		Recipient: event.Recipient{ID: "u1", Email: "ann@example.com"}, Task: event.Task{ID: "t1", Title: "T"}}
@@ -73,7 +71,7 @@ func TestReplayCommand(t *testing.T) {
 // MAILRELAY_MAX_EVENT_BYTES, so an event over the 64 KiB default that the
 // relays accept under a raised limit is replayed, not skipped.
 func TestReplayCommandMaxEventBytes(t *testing.T) {
-	ns, js, h := provisioned(t)
+	ns, js, h := natstest.StartProvisioned(t)
 	ctx := context.Background()
 	ev := &event.Event{ID: "big", Type: event.TaskComment, OccurredAt: time.Now().UTC(),
 		Recipient: event.Recipient{ID: "u1", Email: "ann@example.com"}, Task: event.Task{ID: "t1", Title: "T"},
@@ -102,16 +100,4 @@ func TestReplayCommandMaxEventBytes(t *testing.T) {
 	if cp, err := h.Stream.GetMsg(ctx, 2); err != nil || string(cp.Data) != string(data) {
 		t.Fatalf("republished copy: %v", err)
 	}
-}
-
-// provisioned starts an embedded server and provisions it as a relay would.
-func provisioned(t *testing.T) (*natstest.Server, jetstream.JetStream, *provision.Handles) {
-	t.Helper()
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
-	h, err := provision.Provision(context.Background(), js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns, js, h
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/embedded"
+	"github.com/mailrelay/mailrelay/provision"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,6 +68,20 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// StartProvisioned starts a JetStream server with the relay's stream,
+// consumer and buckets (provision.Provision with zero options) and returns
+// it, a client's JetStream context and the handles.
+func StartProvisioned(t testing.TB) (*Server, jetstream.JetStream, *provision.Handles) {
+	t.Helper()
+	ns := Start(t)
+	_, js := Connect(t, ns.URL())
+	h, err := provision.Provision(context.Background(), js, provision.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, js, h
 }
 
 // Eventually polls cond until it returns true or timeout passes, then fails
