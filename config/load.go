@@ -122,6 +122,11 @@ func (c *Config) groups() []any {
 // points to.
 func envName(group any, field string) string {
 	f, _ := reflect.TypeOf(group).Elem().FieldByName(field)
+	return tagName(f)
+}
+
+// tagName is the variable a field's env tag names ("" without a tag).
+func tagName(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 	return name
 }

@@ -50,8 +50,7 @@ func (c *Config) fieldsByVar() map[string]reflect.Value {
 	for _, group := range c.groups() {
 		g := reflect.ValueOf(group).Elem()
 		for i := range g.NumField() {
-			name, _, _ := strings.Cut(g.Type().Field(i).Tag.Get("env"), ",")
-			if name != "" && name != "-" {
+			if name := tagName(g.Type().Field(i)); name != "" && name != "-" {
 				fields[name] = g.Field(i)
 			}
 		}

@@ -12,13 +12,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// asyncLedger is a memLedger whose PutAsync writes only when released,
-// and fails (without writing) when fail is set.
+// asyncLedger is a memLedger whose asynchronous writes (PutAsync,
+// CreateAsync) happen only when released, and fail (without writing) when
+// fail is set.
 type asyncLedger struct {
 	*memLedger
 	release chan struct{}
 	fail    atomic.Bool
-	async   atomic.Int32 // PutAsync calls
+	async   atomic.Int32 // asynchronous writes started
 }
 
 // pendingFunc is a state.Pending that waits by calling itself.
@@ -27,26 +28,23 @@ type pendingFunc func() error
 func (p pendingFunc) Wait() error { return p() }
 
 func (l *asyncLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
-	l.async.Add(1)
-	return pendingFunc(func() error {
-		<-l.release
-		if l.fail.Load() {
-			return errors.New("async write lost")
-		}
-		return l.Put(context.Background(), key, rec)
-	}), nil
+	return l.later(func() error { return l.Put(context.Background(), key, rec) }), nil
 }
 
 func (l *asyncLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
+	return l.later(func() error { return l.create(key, rec) }), nil
+}
+
+// later counts a write started and runs it once released.
+func (l *asyncLedger) later(write func() error) state.Pending {
 	l.async.Add(1)
 	return pendingFunc(func() error {
 		<-l.release
 		if l.fail.Load() {
 			return errors.New("async write lost")
 		}
-		_, err := l.Swap(context.Background(), key, rec, 0)
-		return err
-	}), nil
+		return write()
+	})
 }
 
 func TestFinisherAcksOnlyAfterTheWrite(t *testing.T) {
@@ -133,7 +131,9 @@ func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 func TestKeepAliveStopsAtTheAct(t *testing.T) {
 	raw := &fakeMsg{}
 	m := &keptMsg{Msg: raw, stop: keepAlive(raw, 2*time.Millisecond)}
-	time.Sleep(30 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); raw.last() != "progress" && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
 	if err := m.NakWithDelay(time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -267,12 +267,12 @@ func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, 
 	if err != nil {
 		return h.invalid(ev, seq, n, err), nil
 	}
-	if ctx.Err() != nil { // past the shutdown timeout: release it untouched
-		return Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n}.later(0, "shutdown before sending"), nil
-	}
 	j := &sendJob{ev: ev, seq: seq, n: n, started: time.Now(),
 		base: Outcome{EventID: ev.ID, Type: string(ev.Type), StreamSeq: seq, Delivered: n, Key: ev.ID}}
 	base := j.base
+	if ctx.Err() != nil { // past the shutdown timeout: release it untouched
+		return base.later(0, reasonShutdown), nil
+	}
 
 	// The ledger is read up front only for a redelivery. A first delivery
 	// almost never has a record, so on the path that sends, the claim's
@@ -324,9 +324,7 @@ func (h *Handler) prepare(ctx context.Context, msg jetstream.Msg) (out Outcome, 
 // done is the outcome when the record read says the notification is settled.
 func (j *sendJob) done() (Outcome, bool) {
 	if j.rec.State.Done() {
-		o := j.base
-		o.Key = ""
-		return o.with(Ack, "already "+string(j.rec.State)), true
+		return j.base.settle(Ack, "already "+string(j.rec.State)), true
 	}
 	return Outcome{}, false
 }
@@ -336,7 +334,7 @@ func (j *sendJob) done() (Outcome, bool) {
 // outcome and false when the delivery is not to be sent after all.
 func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
 	if ctx.Err() != nil {
-		return j.base.later(0, "shutdown before sending"), false
+		return j.base.later(0, reasonShutdown), false
 	}
 	if j.loaded {
 		if o, ok := j.done(); ok {
@@ -346,18 +344,14 @@ func (h *Handler) startClaim(ctx context.Context, j *sendJob) (Outcome, bool) {
 			// A later delivery of this very message claimed it: this one
 			// is stale (it waited past AckWait, say, and JetStream
 			// redelivered the message elsewhere). The later one owns it.
-			o := j.base
-			o.Key = ""
-			return o.with(Leave, "a later delivery of this message owns it"), false
+			return j.base.settle(Leave, "a later delivery of this message owns it"), false
 		}
 		if j.rec.State == state.Sending && j.rec.StreamSeq != j.seq && j.now.Sub(j.rec.UpdatedAt) < h.claimTTL() {
 			// Another copy of this notification (published twice under
 			// different Nats-Msg-Ids) is being sent right now. That copy
 			// stays unacked until its outcome is recorded, and its own
 			// redeliveries finish the job: this one is a duplicate.
-			o := j.base
-			o.Key = ""
-			return o.with(Ack, "duplicate: another copy of this notification is being sent"), false
+			return j.base.settle(Ack, "duplicate: another copy of this notification is being sent"), false
 		}
 	}
 	j.next = state.Record{State: state.Sending, Type: string(j.ev.Type), Recipient: j.ev.Recipient.ID,
@@ -390,7 +384,7 @@ func (h *Handler) claim(ctx context.Context, j *sendJob) (Outcome, bool) {
 			return Outcome{}, true
 		}
 		if ctx.Err() != nil {
-			return j.base.later(0, "shutdown before sending"), false
+			return j.base.later(0, reasonShutdown), false
 		}
 		if !errors.Is(err, state.ErrConflict) {
 			return j.base.later(h.cfg.LedgerRetryDelay, "ledger unavailable: "+err.Error()), false
@@ -413,10 +407,7 @@ func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
 		return o
 	}
 	next := j.next
-	err := errNotTried
-	if ctx.Err() == nil {
-		err = h.sendRecovered(ctx, j)
-	}
+	err := h.sendRecovered(ctx, j)
 	why := failure(err)
 	out = j.base
 	out.Record = &next
@@ -427,7 +418,7 @@ func (h *Handler) deliver(ctx context.Context, j *sendJob) (out Outcome) {
 		// once, and the claim's attempt is taken back.
 		next.State, next.Attempts = state.Retrying, j.rec.Attempts
 		next.Error = j.rec.Error
-		out.Action, out.Reason = Nak, "shutdown before sending"
+		out.Action, out.Reason = Nak, reasonShutdown
 	case err == nil:
 		next.State, next.Error = state.Sent, ""
 		out.Action, out.Reason = Ack, "sent"
@@ -465,9 +456,7 @@ func (h *Handler) stillOwned(ctx context.Context, j *sendJob) (Outcome, bool) {
 	if err != nil || rev == j.claimRev {
 		return Outcome{}, true // ours (or unknown: the claim was stored, send as before)
 	}
-	o := j.base
-	o.Key = ""
-	return o.with(Leave, "its claim was taken over by a later delivery of this message"), false
+	return j.base.settle(Leave, "its claim was taken over by a later delivery of this message"), false
 }
 
 // skip returns the state of the first rule after the ledger's that keeps
@@ -548,14 +537,14 @@ func (h *Handler) send(ctx context.Context, ev *event.Event, m *compose.Message)
 	deadline := time.Now().Add(h.cfg.SlowDownBudget)
 	var slowed error // the last slow-down answer
 	for {
-		if err := h.throttle.Wait(ctx); err != nil {
-			switch {
-			case slowed != nil:
-				return slowed // the server was tried
-			case ctx.Err() != nil:
-				return errNotTried
+		// The throttle fails only when ctx ends: before each try, a
+		// shutdown gives up, reporting the last slow-down answer when the
+		// server was tried, else that nothing went out.
+		if err := h.throttle.Wait(ctx); err != nil || ctx.Err() != nil {
+			if slowed != nil {
+				return slowed
 			}
-			return err
+			return errNotTried
 		}
 		if h.stale(ev, h.now()) {
 			return errStale
@@ -620,7 +609,17 @@ func (o Outcome) with(a Action, reason string) Outcome {
 
 // later is a nak after d with nothing written.
 func (o Outcome) later(d time.Duration, reason string) Outcome {
-	o.Key, o.Record = "", nil
-	o.Action, o.Delay, o.Reason = Nak, d, reason
+	o = o.settle(Nak, reason)
+	o.Delay = d
 	return o
 }
+
+// settle is action a with nothing written.
+func (o Outcome) settle(a Action, reason string) Outcome {
+	o.Key, o.Record = "", nil
+	return o.with(a, reason)
+}
+
+// reasonShutdown: released at once, before the mail went out, because the
+// shutdown timeout ran out.
+const reasonShutdown = "shutdown before sending"

@@ -99,6 +99,13 @@ func (l *memLedger) Swap(_ context.Context, key string, rec state.Record, rev ui
 	l.recs[key], l.revs[key] = rec, l.rev
 	return l.rev, nil
 }
+
+// create writes rec under key only if key has no record (CreateAsync's rule).
+func (l *memLedger) create(key string, rec state.Record) error {
+	_, err := l.Swap(context.Background(), key, rec, 0)
+	return err
+}
+
 func (l *memLedger) get(key string) (state.Record, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -289,7 +296,7 @@ func TestDecisionTable(t *testing.T) {
 					// the runner's path: dispatch (prepare, start the claim),
 					// send (finish the claim, deliver), finisher (write, act)
 					h := NewHandler(cfg, sender, prefs, pipeLedger{ledger}, simpleCompose, WithClock(func() time.Time { return testNow }))
-					r := &Runner{h: h, log: zap.NewNop(), concurrency: 1}
+					r := NewRunner(nil, h, 1, 0)
 					fin := newFinisher(2, zap.NewNop())
 					if j, ok := r.dispatch(context.Background(), msg, fin); ok {
 						r.send(context.Background(), j, fin, make(chan struct{}, 1))
@@ -358,7 +365,7 @@ func (l pipeLedger) PutAsync(key string, rec state.Record) (state.Pending, error
 }
 
 func (l pipeLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
-	_, err := l.Swap(context.Background(), key, rec, 0)
+	err := l.create(key, rec)
 	return pendingFunc(func() error { return err }), nil
 }
 

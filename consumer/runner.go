@@ -94,17 +94,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	// consuming ends for another reason); when it runs out, expired is
 	// closed and the sends still running are cancelled.
 	expired := make(chan struct{})
+	expiry := time.AfterFunc(r.shutdownTimeout, func() { close(expired); cancelWork() })
+	expiry.Stop() // started by expire
+	defer expiry.Stop()
 	var expiryOnce sync.Once
-	var expiry *time.Timer
-	expire := func() {
-		expiryOnce.Do(func() {
-			expiry = time.AfterFunc(r.shutdownTimeout, func() { close(expired); cancelWork() })
-		})
-	}
-	defer func() {
-		expire() // no-op if started; makes expiry safe to read
-		expiry.Stop()
-	}()
+	expire := func() { expiryOnce.Do(func() { expiry.Reset(r.shutdownTimeout) }) }
 	stopDrain := context.AfterFunc(ctx, func() { it.Drain(); expire() })
 	defer stopDrain()
 	fin := newFinisher(max(2*r.concurrency, minPullBatch), r.log)

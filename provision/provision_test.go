@@ -76,13 +76,8 @@ func TestDefaultsMatchConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.URL())
+	_, _, h := natstest.StartProvisioned(t) // zero Options
 	ctx := context.Background()
-	h, err := provision.Provision(ctx, js, provision.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	j := cfg.JetStream
 	if sc := h.Stream.CachedInfo().Config; sc.MaxAge != j.MaxAge || sc.Duplicates != j.DuplicateWindow || sc.Replicas != j.Replicas {
 		t.Errorf("stream max age %s, duplicate window %s, replicas %d; defaults %s, %s, %d",

@@ -9,7 +9,6 @@ package replay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -66,21 +65,20 @@ func Plan(ctx context.Context, stream Stream, ledger jetstream.KeyValue, f Filte
 	if !ok {
 		return nil, fmt.Errorf("state %q cannot be replayed (accepted: %v)", f.State, Replayable)
 	}
-	entries, err := records(ctx, ledger)
+	// Ids never hold a dot (event.ValidID), so the single-token pattern
+	// leaves the seq.<n> records, which can never be replayed, on the server.
+	entries, err := state.New(ledger).Records(ctx, "*")
 	if err != nil {
 		return nil, err
 	}
 	var out []Candidate
-	for key, e := range entries {
-		var rec state.Record
-		if json.Unmarshal(e.Value(), &rec) != nil {
-			continue // a record that cannot be read is treated as absent (as state.Store.Get does)
-		}
-		if rec.State != f.State || (f.User != "" && rec.Recipient != f.User) ||
+	for _, e := range entries {
+		rec := e.Record
+		if !event.ValidID(e.Key) || rec.State != f.State || (f.User != "" && rec.Recipient != f.User) ||
 			(f.Since > 0 && now.Sub(rec.UpdatedAt) > f.Since) {
 			continue
 		}
-		c := Candidate{ID: key, Record: rec, rev: e.Revision()}
+		c := Candidate{ID: e.Key, Record: rec, rev: e.Rev}
 		if c.Skip, err = c.source(ctx, stream, f.MaxEventBytes); err != nil {
 			return nil, err
 		}
@@ -93,38 +91,6 @@ func Plan(ctx context.Context, stream Stream, ledger jetstream.KeyValue, f Filte
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
-}
-
-// records reads the current record, with its revision, of every ledger key
-// that may be a notification id, in one pass over the bucket: a KV watch
-// delivers the last value of each key, then nil, so there is no Get per key.
-// Ids never hold a dot (event.ValidID), so the single-token pattern "*"
-// leaves the seq.<n> records, which can never be replayed, on the server.
-func records(ctx context.Context, ledger jetstream.KeyValue) (map[string]jetstream.KeyValueEntry, error) {
-	w, err := ledger.Watch(ctx, "*")
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", state.Bucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	out := make(map[string]jetstream.KeyValueEntry)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read %s: %w", state.Bucket, ctx.Err())
-		case e, open := <-w.Updates():
-			switch {
-			case !open:
-				return nil, fmt.Errorf("read %s: the watch ended before all records were read", state.Bucket)
-			case e == nil:
-				return out, nil // every current record read
-			case !event.ValidID(e.Key()):
-			case e.Operation() == jetstream.KeyValuePut:
-				out[e.Key()] = e // a key written again while reading: the later value wins
-			default:
-				delete(out, e.Key()) // deleted or purged
-			}
-		}
-	}
 }
 
 // source reads the message the record names from the stream and keeps it

@@ -157,6 +157,9 @@ func TestPlanReadsLedgerOnce(t *testing.T) {
 	// c changes after Plan: its compare-and-set fails, a and b go through
 	e.put(t, "c", state.Record{State: state.Sent, Recipient: "u1", StreamSeq: seqC, UpdatedAt: now})
 	res := replay.Run(ctx, e.js, e.h.State, plan, time.Now())
+	if len(res) != 3 {
+		t.Fatalf("%d results, want one per candidate (3): %+v", len(res), res)
+	}
 	for _, r := range res {
 		switch r.ID {
 		case "a", "b":

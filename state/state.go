@@ -119,7 +119,7 @@ func (s *Store) WithAsync(js jetstream.JetStream) *Store {
 // subject is the bucket's subject for key, where KV clients publish a put.
 func (s *Store) subject(key string) string { return "$KV." + s.kv.Bucket() + "." + key }
 
-// Pending is a write started by PutAsync.
+// Pending is a write started by PutAsync or CreateAsync.
 type Pending interface {
 	// Wait blocks until the server stored the write (nil) or it failed or
 	// timed out (after the JetStream context's async publish timeout).
@@ -127,8 +127,8 @@ type Pending interface {
 }
 
 type pendingPut struct {
-	key string
-	f   jetstream.PubAckFuture
+	op, key string
+	f       jetstream.PubAckFuture
 }
 
 func (p pendingPut) Wait() error {
@@ -136,7 +136,7 @@ func (p pendingPut) Wait() error {
 	case <-p.f.Ok():
 		return nil
 	case err := <-p.f.Err():
-		return fmt.Errorf("state put %q: %w", p.key, err)
+		return fmt.Errorf("state %s %q: %w", p.op, p.key, err)
 	}
 }
 
@@ -146,21 +146,7 @@ func (p pendingPut) Wait() error {
 // published to the bucket's subject for key, as KV clients do); the record
 // counts as written only once Wait returned nil.
 func (s *Store) PutAsync(key string, rec Record) (Pending, error) {
-	if s.js == nil {
-		return nil, errors.New("state: asynchronous writes not enabled")
-	}
-	if !validKey(key) {
-		return nil, fmt.Errorf("state put %q: %w", key, jetstream.ErrInvalidKey)
-	}
-	b, err := encode(rec)
-	if err != nil {
-		return nil, fmt.Errorf("state encode %q: %w", key, err)
-	}
-	f, err := s.js.PublishAsync(s.subject(key), b)
-	if err != nil {
-		return nil, fmt.Errorf("state put %q: %w", key, err)
-	}
-	return pendingPut{key: key, f: f}, nil
+	return s.writeAsync("put", key, rec, nil)
 }
 
 // CreateAsync starts writing rec under key only if key has no message yet
@@ -170,24 +156,39 @@ func (s *Store) PutAsync(key string, rec Record) (Pending, error) {
 // with revision 0 tells them apart. There is no fallback inside Wait, so
 // it never blocks for longer than the async publish timeout.
 func (s *Store) CreateAsync(key string, rec Record) (Pending, error) {
+	var none uint64
+	return s.writeAsync("create", key, rec, &none)
+}
+
+// writeAsync starts PutAsync (expect nil) or a write conditional on key's
+// last subject sequence being *expect.
+func (s *Store) writeAsync(op, key string, rec Record, expect *uint64) (Pending, error) {
 	if s.js == nil {
 		return nil, errors.New("state: asynchronous writes not enabled")
 	}
 	if !validKey(key) {
-		return nil, fmt.Errorf("state create %q: %w", key, jetstream.ErrInvalidKey)
+		return nil, fmt.Errorf("state %s %q: %w", op, key, jetstream.ErrInvalidKey)
 	}
 	b, err := encode(rec)
 	if err != nil {
 		return nil, fmt.Errorf("state encode %q: %w", key, err)
 	}
+	f, err := s.publishAsync(key, b, expect)
+	if err != nil {
+		return nil, fmt.Errorf("state %s %q: %w", op, key, err)
+	}
+	return pendingPut{op: op, key: key, f: f}, nil
+}
+
+// publishAsync publishes b to key's subject, as KV clients write a value;
+// with expect, only if key's last subject sequence is *expect.
+func (s *Store) publishAsync(key string, b []byte, expect *uint64) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg(s.subject(key))
 	m.Data = b
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	f, err := s.js.PublishMsgAsync(m)
-	if err != nil {
-		return nil, fmt.Errorf("state create %q: %w", key, err)
+	if expect != nil {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*expect, 10))
 	}
-	return pendingPut{key: key, f: f}, nil
+	return s.js.PublishMsgAsync(m)
 }
 
 // Get returns the record under key and its revision. It returns ErrNotFound
@@ -206,6 +207,51 @@ func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 		return Record{}, e.Revision(), nil
 	}
 	return r, e.Revision(), nil
+}
+
+// Entry is a record of the ledger, its key and its revision.
+type Entry struct {
+	Key    string
+	Record Record
+	Rev    uint64
+}
+
+// Records reads the current record of every key matching pattern (a KV
+// key pattern: "*" is every key of one token) in one pass over the
+// bucket: a watch delivers the last value of each key, then nil, so there
+// is no Get per key. A record that cannot be read is left out (Get treats
+// it as absent), and so is a key deleted while reading.
+func (s *Store) Records(ctx context.Context, pattern string) ([]Entry, error) {
+	w, err := s.kv.Watch(ctx, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", Bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	latest := make(map[string]jetstream.KeyValueEntry)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s: %w", Bucket, ctx.Err())
+		case e, open := <-w.Updates():
+			switch {
+			case !open:
+				return nil, fmt.Errorf("read %s: the watch ended before all records were read", Bucket)
+			case e == nil: // every current record read
+				out := make([]Entry, 0, len(latest))
+				for key, e := range latest {
+					var r Record
+					if json.Unmarshal(e.Value(), &r) == nil {
+						out = append(out, Entry{Key: key, Record: r, Rev: e.Revision()})
+					}
+				}
+				return out, nil
+			case e.Operation() == jetstream.KeyValuePut:
+				latest[e.Key()] = e // a key written again while reading: the later value wins
+			default:
+				delete(latest, e.Key()) // deleted or purged
+			}
+		}
+	}
 }
 
 // encode writes rec as JSON without HTML escaping, so that a Message-ID
@@ -255,10 +301,7 @@ func (s *Store) SwapAsync(ctx context.Context, key string, rec Record, rev uint6
 	}
 	var f jetstream.PubAckFuture
 	if s.js != nil && validKey(key) {
-		m := nats.NewMsg(s.subject(key))
-		m.Data = b
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
-		f, _ = s.js.PublishMsgAsync(m) // on error f is nil: the wait takes the KV client
+		f, _ = s.publishAsync(key, b, &rev) // on error f is nil: the wait takes the KV client
 	}
 	return func() (uint64, error) {
 		if f != nil {

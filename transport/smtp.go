@@ -173,14 +173,14 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 		problems = append(problems, fmt.Errorf("pool size %d is negative", cfg.PoolSize))
 	}
 	auth := config.SMTPAuth{
-		Host:         cfg.Host,
+		Host:         host,
 		User:         cfg.Username,
 		HasPassword:  cfg.Password != "",
 		TLS:          cfg.Security != SecurityNone,
 		InsecureAuth: cfg.InsecureAuth,
 	}
 	if err := auth.Check(); errors.Is(err, ErrInsecureAuth) {
-		problems = append(problems, fmt.Errorf("%w (host %s)", err, cfg.Host))
+		problems = append(problems, fmt.Errorf("%w (host %s)", err, host))
 	} else if err != nil {
 		problems = append(problems, err)
 	}

@@ -38,12 +38,6 @@ type Sink struct {
 	conns  atomic.Int64
 	stop   chan struct{}
 
-	// handlers counts the accepted connections whose handler has not
-	// closed them yet; open holds them, for the forced close.
-	handlers sync.WaitGroup
-	mu       sync.Mutex
-	open     map[*trackedConn]struct{}
-
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -57,9 +51,7 @@ func Start(o Options) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{opts: o, served: make(chan struct{}), stop: make(chan struct{}),
-		open: make(map[*trackedConn]struct{})}
-	s.ln = trackListener{Listener: ln, s: s}
+	s := &Sink{opts: o, ln: ln, served: make(chan struct{}), stop: make(chan struct{})}
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = "smtpsink.localhost"
 	srv.AllowInsecureAuth = true
@@ -69,7 +61,7 @@ func Start(o Options) (*Sink, error) {
 	s.srv = srv
 	go func() {
 		defer close(s.served)
-		_ = srv.Serve(s.ln)
+		_ = srv.Serve(ln)
 	}()
 	return s, nil
 }
@@ -83,72 +75,21 @@ func (s *Sink) Count() int64 { return s.count.Load() }
 // Connections is the number of connections accepted so far.
 func (s *Sink) Connections() int64 { return s.conns.Load() }
 
-// Close stops accepting, closes every connection at once (a sink has
-// nothing to finish: a message waiting out its Latency gets 421) and waits
-// for the connection handlers to return. It returns nil once they have;
-// later calls wait likewise.
+// Close stops accepting and closes every connection at once (a sink has
+// nothing to finish: a message waiting out its Latency gets 421), then
+// waits for Serve to return; the connection handlers end on their own
+// as their connections are closed. It returns nil after a clean stop;
+// later calls return the same.
 func (s *Sink) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.close() })
-	return s.closeErr
-}
-
-func (s *Sink) close() error {
-	close(s.stop)
-	// Close the listener and let Serve return first: after that no
-	// connection can be accepted, and every accepted one is in s.open.
-	lerr := s.ln.Close()
-	<-s.served
-	s.mu.Lock()
-	for c := range s.open {
-		// Its handler then fails reading, returns and closes the
-		// trackedConn, which ends it in s.handlers.
-		_ = c.Conn.Close()
-	}
-	s.mu.Unlock()
-	s.handlers.Wait()
-	if lerr != nil && !errors.Is(lerr, net.ErrClosed) {
-		return lerr
-	}
-	return nil
-}
-
-// trackListener hands out trackedConns, so that Close can close the
-// connections whose clients do not quit.
-type trackListener struct {
-	net.Listener
-	s *Sink
-}
-
-func (l trackListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.handlers.Add(1) // in Serve's goroutine, before s.served is closed
-	l.s.mu.Lock()
-	l.s.open[tc] = struct{}{}
-	l.s.mu.Unlock()
-	return tc, nil
-}
-
-// trackedConn is a connection that leaves the sink's open set when it is
-// closed; go-smtp closes it when its handler returns.
-type trackedConn struct {
-	net.Conn
-	s    *Sink
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.s.mu.Lock()
-		delete(c.s.open, c)
-		c.s.mu.Unlock()
-		c.s.handlers.Done()
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		err := s.srv.Close() // go-smtp closes the listener and every connection
+		<-s.served
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			s.closeErr = err
+		}
 	})
-	return err
+	return s.closeErr
 }
 
 type backend struct{ s *Sink }

@@ -49,7 +49,7 @@ func TestAcceptAndClose(t *testing.T) {
 }
 
 // A client that never quits does not hold Close up: its connection is
-// closed and Close returns nil once its handler has returned.
+// closed and Close returns nil.
 func TestCloseClosesIdleConnection(t *testing.T) {
 
 	s, err := Start(Options{})
