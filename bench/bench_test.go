@@ -9,8 +9,8 @@ import (
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/consumer"
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/state"
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/transport"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

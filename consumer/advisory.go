@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )

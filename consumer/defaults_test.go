@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/event"
 )
 

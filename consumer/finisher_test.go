@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"go.uber.org/zap"
 )
 

@@ -17,9 +17,9 @@ import (
 
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/provision"
-	"github.com/mailrelay/mailrelay/state"
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/provision"
+	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/transport"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // Throttle pauses sending for the whole process when the SMTP server says

@@ -9,8 +9,8 @@ import (
 
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/state"
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 func TestIsSlowDown(t *testing.T) {

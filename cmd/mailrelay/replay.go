@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mailrelay/mailrelay/provision"
-	"github.com/mailrelay/mailrelay/replay"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/provision"
+	"github.com/mailrelay/mailrelay/internal/replay"
+	"github.com/mailrelay/mailrelay/internal/state"
 )
 
 type replayCmd struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 )
 
 // TestReplayCommand: --dry-run lists an inbox_only notification and

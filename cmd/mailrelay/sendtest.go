@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
-	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/headers"
-	"github.com/mailrelay/mailrelay/relay"
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/relay"
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 type sendTestCmd struct {

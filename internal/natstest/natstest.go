@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailrelay/mailrelay/embedded"
-	"github.com/mailrelay/mailrelay/provision"
+	"github.com/mailrelay/mailrelay/internal/embedded"
+	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

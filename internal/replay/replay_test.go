@@ -10,9 +10,9 @@ import (
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/provision"
-	"github.com/mailrelay/mailrelay/replay"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/provision"
+	"github.com/mailrelay/mailrelay/internal/replay"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

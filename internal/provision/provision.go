@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/prefs"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailrelay/mailrelay/compose"
-	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/internal/config"
 )
 
 // Security says how the SMTP connection is protected.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/mailrelay/mailrelay/consumer"
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/state"
-	"github.com/mailrelay/mailrelay/transport"
+	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/transport"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"

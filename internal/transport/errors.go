@@ -10,7 +10,7 @@ import (
 
 	"github.com/wneessen/go-mail"
 
-	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/internal/config"
 )
 
 // Steps name where a send failed (Error.Step).

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/state"
+	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

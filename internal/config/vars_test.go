@@ -142,7 +142,7 @@ func TestVarsMatchConfig(t *testing.T) {
 // The README's configuration table is Vars(): the same variables in the
 // same order, with the same defaults and help text.
 func TestReadmeTableIsVars(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailrelay/mailrelay/config"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/provision"
+	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
