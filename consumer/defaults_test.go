@@ -4,11 +4,11 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/event"
+	"github.com/mailrelay/mailrelay/internal/config"
 )
 
-// The package's own defaults (for a zero Config, or NewRunner with zeros)
+// The package's own defaults (for a zero Policy, or NewRunner with zeros)
 // are the documented defaults of the environment variables, so that a
 // library user gets what an operator gets.
 func TestDefaultsMatchConfig(t *testing.T) {
@@ -16,8 +16,7 @@ func TestDefaultsMatchConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c Config
-	c.defaults()
+	c := withDefaults(Policy{})
 	if !slices.Equal(c.RetryDelays, cfg.Relay.RetryDelays) {
 		t.Errorf("RetryDelays %v, MAILRELAY_RETRY_DELAYS default %v", c.RetryDelays, cfg.Relay.RetryDelays)
 	}

@@ -58,10 +58,10 @@ func TestFinisherAcksOnlyAfterTheWrite(t *testing.T) {
 			subject, data := testEvent(nil)
 			msg := &fakeMsg{subject: subject, data: data, seq: 7, delivered: 1}
 			out := h.Handle(context.Background(), msg)
-			if out.Action != Ack || out.Record == nil || out.Record.State != state.Sent {
+			if out.Action != Ack || out.Write == nil || out.Write.Record.State != state.Sent {
 				t.Fatalf("outcome %+v", out)
 			}
-			pa, err := h.startApply(msg, out)
+			pa, err := h.act.start(held(msg), Ref{}, out)
 			if err != nil || pa == nil {
 				t.Fatalf("startApply = %v, %v; want a pending apply", pa, err)
 			}
@@ -101,7 +101,7 @@ func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 	subject, data := testEvent(func(e map[string]any) { e["occurred_at"] = "yesterday" })
 	msg := &fakeMsg{subject: subject, data: data, seq: 7, delivered: 1}
 	out := h.Handle(context.Background(), msg)
-	pa, err := h.startApply(msg, out)
+	pa, err := h.act.start(held(msg), Ref{}, out)
 	if err != nil || pa == nil {
 		t.Fatalf("startApply = %v, %v; want the create under way", pa, err)
 	}
@@ -130,11 +130,11 @@ func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 // InProgress after a nak (it would turn the nak's delay into AckWait).
 func TestKeepAliveStopsAtTheAct(t *testing.T) {
 	raw := &fakeMsg{}
-	m := &keptMsg{Msg: raw, stop: keepAlive(raw, 2*time.Millisecond)}
+	m := hold(raw, 2*time.Millisecond)
 	for deadline := time.Now().Add(5 * time.Second); raw.last() != "progress" && time.Now().Before(deadline); {
 		time.Sleep(2 * time.Millisecond)
 	}
-	if err := m.NakWithDelay(time.Second); err != nil {
+	if err := m.act(Decision{Action: Nak, Delay: time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(30 * time.Millisecond)
@@ -157,11 +157,11 @@ func TestShutdownBeforeSendTakesTheAttemptBack(t *testing.T) {
 		WithClock(func() time.Time { return testNow }))
 	subject, data := testEvent(nil)
 	msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}
-	_, j := h.prepare(context.Background(), msg)
-	if j == nil {
-		t.Fatal("not to be sent")
+	j := h.newJob(held(msg))
+	if out, ok := h.prepare(context.Background(), j); !ok {
+		t.Fatalf("not to be sent: %+v", out)
 	}
-	if out, ok := h.claim(context.Background(), j); !ok {
+	if out, ok := h.claimed(context.Background(), j); !ok {
 		t.Fatalf("claim: %+v", out)
 	}
 	if rec, _ := ledger.get("n1"); rec.State != state.Sending || rec.Attempts != 1 {
@@ -220,7 +220,7 @@ func TestLedgerWriteFailedForGood(t *testing.T) {
 			ledger := &brokenLedger{memLedger: newMemLedger()}
 			obs := &countObserver{}
 			sender := &fakeSender{}
-			h := NewHandler(Config{Configured: true, LedgerRetryDelay: 7 * time.Second}, sender, tc.prefs, ledger, simpleCompose,
+			h := NewHandler(Config{Configured: true, Policy: Policy{LedgerRetryDelay: 7 * time.Second}}, sender, tc.prefs, ledger, simpleCompose,
 				WithClock(func() time.Time { return testNow }), WithObserver(obs))
 			subject, data := testEvent(nil)
 			msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: tc.delivered}
@@ -250,12 +250,15 @@ func TestHeldDeliveryChecksItsClaimBeforeSending(t *testing.T) {
 	for _, takenOver := range []bool{false, true} {
 		ledger := newMemLedger()
 		sender := &fakeSender{}
-		h := NewHandler(Config{Configured: true, AckWait: 30 * time.Millisecond}, sender, memPrefs{"u1": {event.TaskAssigned: true}},
+		h := NewHandler(Config{Configured: true, Policy: Policy{AckWait: 30 * time.Millisecond}}, sender, memPrefs{"u1": {event.TaskAssigned: true}},
 			ledger, simpleCompose, WithClock(func() time.Time { return testNow }))
 		subject, data := testEvent(nil)
 		msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}
-		_, j := h.prepare(context.Background(), msg)
-		if out, ok := h.claim(context.Background(), j); !ok {
+		j := h.newJob(held(msg))
+		if out, ok := h.prepare(context.Background(), j); !ok {
+			t.Fatalf("not to be sent: %+v", out)
+		}
+		if out, ok := h.claimed(context.Background(), j); !ok {
 			t.Fatalf("claim: %+v", out)
 		}
 		time.Sleep(20 * time.Millisecond) // more than AckWait/3

@@ -106,6 +106,48 @@ func (l *memLedger) create(key string, rec state.Record) error {
 	return err
 }
 
+// The asynchronous writes of memLedger are stored at once; a swap runs
+// when waited for.
+func (l *memLedger) SwapAsync(ctx context.Context, key string, rec state.Record, rev uint64) func() (uint64, error) {
+	return func() (uint64, error) { return l.Swap(ctx, key, rec, rev) }
+}
+
+func (l *memLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
+	err := l.Put(context.Background(), key, rec)
+	return pendingFunc(func() error { return err }), nil
+}
+
+func (l *memLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
+	err := l.create(key, rec)
+	return pendingFunc(func() error { return err }), nil
+}
+
+// syncLedger is a memLedger that cannot start writes asynchronously (as
+// state.Store without WithAsync): every final write takes the synchronous path.
+type syncLedger struct{ *memLedger }
+
+var errNoAsync = errors.New("asynchronous writes not enabled")
+
+func (syncLedger) PutAsync(string, state.Record) (state.Pending, error)    { return nil, errNoAsync }
+func (syncLedger) CreateAsync(string, state.Record) (state.Pending, error) { return nil, errNoAsync }
+
+// testStages are the runner's stages without the pull: a delivery goes
+// through prepare, send and the finisher, as Run moves it.
+func testStages(h *Handler) *stages {
+	r := NewRunner(nil, h, 1, 0)
+	return &stages{r: r, work: context.Background(), fin: newFinisher(2, zap.NewNop()),
+		slots: make(chan struct{}, 2), unrecorded: make(chan struct{}, 1)}
+}
+
+// runStages moves msg through the stages and waits until it is acted on.
+func runStages(h *Handler, msg *fakeMsg) {
+	s := testStages(h)
+	if j, ok := s.prepare(msg); ok {
+		s.send(j)
+	}
+	s.fin.close()
+}
+
 func (l *memLedger) get(key string) (state.Record, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -259,7 +301,7 @@ func TestDecisionTable(t *testing.T) {
 			wantAct: "term", wantKey: "n1", wantState: state.Invalid},
 	}
 	for _, tc := range cases {
-		for _, mode := range []string{"Handle+Apply", "runner stages"} {
+		for _, mode := range []string{"Handle+Apply", "runner stages", "runner stages, synchronous writes"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
 				subject, data := testEvent(tc.mut)
 				if tc.subject != "" {
@@ -277,7 +319,7 @@ func TestDecisionTable(t *testing.T) {
 					_ = ledger.Put(context.Background(), "n1", *tc.prior)
 				}
 				sender := &fakeSender{err: tc.sendErr}
-				cfg := Config{Configured: true, StaleAfter: tc.stale}
+				cfg := Config{Configured: true, Policy: Policy{StaleAfter: tc.stale}}
 				if tc.configured != nil {
 					cfg.Configured = *tc.configured
 				}
@@ -285,23 +327,20 @@ func TestDecisionTable(t *testing.T) {
 				if prefs == nil {
 					prefs = memPrefs{}
 				}
-				var out Outcome
-				if mode == "Handle+Apply" {
-					h := NewHandler(cfg, sender, prefs, ledger, simpleCompose, WithClock(func() time.Time { return testNow }))
+				var out Decision
+				clock := WithClock(func() time.Time { return testNow })
+				switch mode {
+				case "Handle+Apply":
+					h := NewHandler(cfg, sender, prefs, ledger, simpleCompose, clock)
 					out = h.Handle(context.Background(), msg)
 					if err := h.Apply(msg, out); err != nil {
 						t.Fatalf("apply: %v", err)
 					}
-				} else {
-					// the runner's path: dispatch (prepare, start the claim),
-					// send (finish the claim, deliver), finisher (write, act)
-					h := NewHandler(cfg, sender, prefs, pipeLedger{ledger}, simpleCompose, WithClock(func() time.Time { return testNow }))
-					r := NewRunner(nil, h, 1, 0)
-					fin := newFinisher(2, zap.NewNop())
-					if j, ok := r.dispatch(context.Background(), msg, fin); ok {
-						r.send(context.Background(), j, fin, make(chan struct{}, 1))
-					}
-					fin.close()
+				case "runner stages":
+					runStages(NewHandler(cfg, sender, prefs, ledger, simpleCompose, clock), msg)
+					out.Reason = msg.reason
+				default:
+					runStages(NewHandler(cfg, sender, prefs, syncLedger{ledger}, simpleCompose, clock), msg)
 					out.Reason = msg.reason
 				}
 				if got := msg.last(); got != tc.wantAct {
@@ -349,24 +388,6 @@ func TestDecisionTable(t *testing.T) {
 			})
 		}
 	}
-}
-
-// pipeLedger is a memLedger with the asynchronous writes the runner's
-// stages use: a swap that runs when waited for, a put stored at once.
-type pipeLedger struct{ *memLedger }
-
-func (l pipeLedger) SwapAsync(ctx context.Context, key string, rec state.Record, rev uint64) func() (uint64, error) {
-	return func() (uint64, error) { return l.Swap(ctx, key, rec, rev) }
-}
-
-func (l pipeLedger) PutAsync(key string, rec state.Record) (state.Pending, error) {
-	err := l.Put(context.Background(), key, rec)
-	return pendingFunc(func() error { return err }), nil
-}
-
-func (l pipeLedger) CreateAsync(key string, rec state.Record) (state.Pending, error) {
-	err := l.create(key, rec)
-	return pendingFunc(func() error { return err }), nil
 }
 
 type fakeStream map[uint64]*jetstream.RawStreamMsg

@@ -2,16 +2,12 @@ package consumer
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // Throttle pauses sending for the whole process when the SMTP server says
-// "slow down" (421, 454, or 451 with an enhanced code 4.7.x), with a delay
+// "slow down" (policy.SlowDown), with a delay
 // that doubles on each further such answer and resets after a success. A
 // delivery that hit the throttle keeps its message (InProgress keeps it
 // from redelivery) and tries again after the pause, so a slow-down burns no
@@ -76,21 +72,4 @@ func (t *Throttle) Paused() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.until.After(t.now())
-}
-
-// IsSlowDown reports whether err is an SMTP answer that means "slow down":
-// 421 (service not available, closing), 454 (temporary failure, often
-// throttling), or 451 with an enhanced status 4.7.x (policy: rate limited).
-func IsSlowDown(err error) bool {
-	var te *transport.Error
-	if !errors.As(err, &te) {
-		return false
-	}
-	switch te.Code {
-	case 421, 454:
-		return true
-	case 451:
-		return strings.HasPrefix(te.Enhanced, "4.7.")
-	}
-	return false
 }

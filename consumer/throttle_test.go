@@ -13,29 +13,6 @@ import (
 	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
-func TestIsSlowDown(t *testing.T) {
-	cases := []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"421", &transport.Error{Temporary: true, Code: 421}, true},
-		{"454", &transport.Error{Temporary: true, Code: 454, Enhanced: "4.7.0"}, true},
-		{"451 4.7.1 rate limited", &transport.Error{Temporary: true, Code: 451, Enhanced: "4.7.1"}, true},
-		{"451 4.3.0 local error", &transport.Error{Temporary: true, Code: 451, Enhanced: "4.3.0"}, false},
-		{"450 mailbox busy", &transport.Error{Temporary: true, Code: 450}, false},
-		{"550", &transport.Error{Code: 550}, false},
-		{"not a transport error", errors.New("x"), false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := IsSlowDown(tc.err); got != tc.want {
-				t.Fatalf("IsSlowDown = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 // scriptSender fails with the given errors in turn, then accepts.
 type scriptSender struct {
 	mu    sync.Mutex
@@ -119,7 +96,7 @@ func TestStaleAfterSlowDownPause(t *testing.T) {
 		return testNow
 	}
 	ledger := newMemLedger()
-	h := NewHandler(Config{Configured: true, StaleAfter: time.Hour}, sender, memPrefs{"u1": {event.TaskAssigned: true}}, ledger,
+	h := NewHandler(Config{Configured: true, Policy: Policy{StaleAfter: time.Hour}}, sender, memPrefs{"u1": {event.TaskAssigned: true}}, ledger,
 		simpleCompose, WithClock(clock), WithThrottle(NewThrottle(10*time.Millisecond, 20*time.Millisecond)))
 	subject, data := testEvent(nil)
 	msg := &fakeMsg{subject: subject, data: data, seq: 1, delivered: 1}

@@ -112,17 +112,17 @@ func (m *Metrics) initSeries() {
 }
 
 // Outcome implements consumer.Observer.
-func (m *Metrics) Outcome(out consumer.Outcome) {
-	m.decisions.WithLabelValues(out.Action.String()).Inc()
-	if out.Action == consumer.Nak {
+func (m *Metrics) Outcome(ref consumer.Ref, d consumer.Decision) {
+	m.decisions.WithLabelValues(d.Action.String()).Inc()
+	if d.Action == consumer.Nak {
 		m.retries.Inc()
 	}
-	if out.Record != nil {
-		typ := out.Type
+	if d.Write != nil {
+		typ := ref.Type
 		if typ == "" {
 			typ = "unknown"
 		}
-		m.notifications.WithLabelValues(typ, string(out.Record.State)).Inc()
+		m.notifications.WithLabelValues(typ, string(d.Write.Record.State)).Inc()
 	}
 }
 

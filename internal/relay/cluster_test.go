@@ -9,8 +9,8 @@ import (
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/internal/smtptest"
 	"github.com/mailrelay/mailrelay/internal/provision"
+	"github.com/mailrelay/mailrelay/internal/smtptest"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/nats-io/nats.go/jetstream"
 )

@@ -14,10 +14,10 @@ import (
 	"github.com/mailrelay/mailrelay/consumer"
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
-	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )

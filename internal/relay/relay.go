@@ -18,6 +18,7 @@ import (
 	"github.com/mailrelay/mailrelay/internal/embedded"
 	"github.com/mailrelay/mailrelay/internal/httpapi"
 	"github.com/mailrelay/mailrelay/internal/metrics"
+	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// Ledger writes are published asynchronously (state.Store.PutAsync and
 	// SwapAsync); the timeout ends every pending one, stored or not, after
 	// which it is retried synchronously.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(consumer.WriteTimeout))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(policy.LedgerWriteTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -93,10 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	prefCache := prefs.NewCache(h.Prefs, nc) // watch-backed; its watcher runs in the group below
 	handler := consumer.NewHandler(consumer.Config{
-		RetryDelays:   cfg.Relay.RetryDelays,
-		AckWait:       cfg.JetStream.AckWait,
-		SendTimeout:   2 * cfg.Email.Timeout,
-		StaleAfter:    cfg.Relay.StaleAfter,
+		Policy:        relayPolicy(cfg),
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
 	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.Compose, hopts...)
@@ -141,6 +139,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	_ = nc.FlushTimeout(2 * time.Second)
 	log.Info("stopped")
 	return err
+}
+
+// relayPolicy is the delivery policy the configuration sets.
+// TODO(lead): replace with cfg.Policy() once config has it.
+func relayPolicy(cfg *config.Config) consumer.Policy {
+	p := consumer.DefaultPolicy()
+	p.RetryDelays, p.AckWait, p.StaleAfter = cfg.Relay.RetryDelays, cfg.JetStream.AckWait, cfg.Relay.StaleAfter
+	p.SendTimeout = 2 * cfg.Email.Timeout
+	return p
 }
 
 // liveStatus is the §7 JSON plus live figures.

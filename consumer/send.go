@@ -1,0 +1,110 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailrelay/mailrelay/internal/policy"
+	"github.com/mailrelay/mailrelay/internal/transport"
+	"go.uber.org/zap"
+)
+
+// errNotTried: the send was given up (shutdown) before the mail went to
+// the backend.
+var errNotTried = errors.New("not sent: shutting down")
+
+// errStale: the notification went stale before it could be sent.
+var errStale = errors.New("notification went stale before it could be sent")
+
+// sendRecovered is send, with a panic of the backend turned into a
+// temporary failure: the event is not at fault, the mail may or may not be
+// out, and the outcome is recorded under the id like any other attempt's.
+func (h *Handler) sendRecovered(ctx context.Context, j *job) (res SendResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic while sending a notification", zap.Uint64("stream_seq", j.f.Seq), zap.Any("panic", p), zap.Stack("stack"))
+			res = SendResult{Err: fmt.Errorf("send panicked: %v", p), Stopping: ctx.Err() != nil, At: h.now()}
+		}
+	}()
+	err := h.send(ctx, j)
+	return SendResult{Err: err, NotTried: errors.Is(err, errNotTried), WentStale: errors.Is(err, errStale),
+		Stopping: ctx.Err() != nil, At: h.now()}
+}
+
+// send hands j's mail to the backend, waiting out process-wide slow-down
+// pauses (within the policy's SlowDownBudget) and the rate limit.
+// Staleness is judged again before each try, as a pause can outlast
+// StaleAfter's margin: errStale means nothing was sent.
+func (h *Handler) send(ctx context.Context, j *job) error {
+	deadline := time.Now().Add(h.policy.SlowDownBudget)
+	var slowed error // the last slow-down answer
+	for {
+		// The throttle fails only when ctx ends: before each try, a
+		// shutdown gives up, reporting the last slow-down answer when the
+		// server was tried, else that nothing went out.
+		if err := h.throttle.Wait(ctx); err != nil || ctx.Err() != nil {
+			if slowed != nil {
+				return slowed
+			}
+			return errNotTried
+		}
+		if h.policy.Stale(j.f.Event.OccurredAt, h.now()) {
+			return errStale
+		}
+		err := h.sendOnce(ctx, j)
+		if err == nil {
+			h.throttle.Reset()
+			return nil
+		}
+		if !policy.SlowDown(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		slowed = err
+		pause := h.throttle.Trip()
+		h.log.Warn("SMTP server asks to slow down: pausing sends", zap.Duration("pause", pause), zap.String("reply", failure(err)))
+	}
+}
+
+func (h *Handler) sendOnce(ctx context.Context, j *job) error {
+	if h.limiter != nil {
+		if err := h.limiter.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return errNotTried
+			}
+			return err
+		}
+	}
+	if h.policy.SendTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.policy.SendTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	err := h.sender.Send(ctx, j.mail)
+	h.obs.Sent(time.Since(start), err)
+	return err
+}
+
+// failure describes a send error for the ledger and the logs, leading with
+// the SMTP reply code when there is one.
+func failure(err error) string {
+	if err == nil {
+		return ""
+	}
+	text := err.Error()
+	var te *transport.Error
+	if errors.As(err, &te) && te.Code != 0 {
+		code := strconv.Itoa(te.Code)
+		if te.Enhanced != "" {
+			code += " " + te.Enhanced
+		}
+		if !strings.Contains(text, code) {
+			text = code + " " + text
+		}
+	}
+	return text
+}
