@@ -120,6 +120,21 @@ func (fakeLedger) Swap(_ context.Context, _ string, r state.Record, _ uint64) (u
 	_, err := jsonRecord(r)
 	return ledgerRev.Add(1), err
 }
+func (l fakeLedger) SwapAsync(ctx context.Context, k string, r state.Record, rev uint64) func() (uint64, error) {
+	n, err := l.Swap(ctx, k, r, rev)
+	return func() (uint64, error) { return n, err }
+}
+func (l fakeLedger) PutAsync(k string, r state.Record) (state.Pending, error) {
+	return stored{l.Put(context.Background(), k, r)}, nil
+}
+func (l fakeLedger) CreateAsync(k string, r state.Record) (state.Pending, error) {
+	return l.PutAsync(k, r)
+}
+
+// stored is a write already done.
+type stored struct{ err error }
+
+func (s stored) Wait() error { return s.err }
 
 type nopSender struct{}
 

@@ -133,7 +133,7 @@ func testMessage(cfg compose.Config, to compose.Address, now time.Time) (*compos
 func destination(cfg *config.Config) string {
 	switch cfg.Mode() {
 	case config.ModeSMTP:
-		return net.JoinHostPort(cfg.Email.Host, strconv.Itoa(cfg.Email.Port)) + " (" + cfg.Security() + ")"
+		return net.JoinHostPort(cfg.Email.Host, strconv.Itoa(cfg.Email.Port)) + " (" + cfg.Security().String() + ")"
 	case config.ModeFile:
 		return "the file backend (" + cfg.Email.FilePath + ")"
 	default:
