@@ -157,15 +157,9 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 	}, nil
 }
 
-// body returns the body template of type typ, nil for an unknown type.
-func (t *Templates) body(typ event.Type) *template.Template {
-	for i, v := range event.Types {
-		if v == typ {
-			return t.bodies[i]
-		}
-	}
-	return nil
-}
+// body returns the body template of type typ, nil for a type that was not
+// registered when the templates were loaded.
+func (t *Templates) body(typ event.Type) *template.Template { return t.bodies[typ] }
 
 // newTemplateData prepares the sanitized, bounded view of ev that
 // templates see.
@@ -187,12 +181,12 @@ func newTemplateData(ev *event.Event, s *settings) *TemplateData {
 			d.Actor = name
 		}
 	}
-	switch ev.Type {
-	case event.TaskComment, event.Mention:
-		if ev.Comment != nil {
-			d.Snippet = snippet(ev.Comment.Body, s.snippetMax)
-		}
-	case event.TaskDateChanged:
+	// A section shows only for the types whose registry entry has it.
+	def, _ := event.Lookup(ev.Type)
+	if def.Has(event.SectionComment) && ev.Comment != nil {
+		d.Snippet = snippet(ev.Comment.Body, s.snippetMax)
+	}
+	if def.Has(event.SectionChange) {
 		if c := ev.Change; c != nil {
 			d.FieldName = headers.Sanitize(c.Field, maxTextRunes)
 			switch c.Field {
@@ -205,7 +199,8 @@ func newTemplateData(ev *event.Event, s *settings) *TemplateData {
 			}
 			d.From, d.To = dateText(c.From), dateText(c.To)
 		}
-	case event.TaskBlocked:
+	}
+	if def.Has(event.SectionBlockedBy) {
 		if b := ev.BlockedBy; b != nil {
 			d.BlockedBy = headers.Sanitize(b.Title, maxTextRunes)
 			if d.BlockedBy == "" {

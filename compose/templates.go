@@ -4,6 +4,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,15 +36,27 @@ const (
 	FooterTemplate = "footer.tmpl"
 )
 
-// BodyTemplate returns the file name of the body template of type t:
-// the type followed by ".tmpl", e.g. "task.comment.tmpl".
-func BodyTemplate(t event.Type) string { return string(t) + ".tmpl" }
+// BodyTemplate returns the file name of the body template of type t, as
+// its registry entry names it: by default the type followed by ".tmpl",
+// e.g. "task.comment.tmpl".
+func BodyTemplate(t event.Type) string {
+	if d, ok := event.Lookup(t); ok {
+		return d.Template
+	}
+	return string(t) + ".tmpl"
+}
 
-// TemplateFiles lists every template file name, built-in and overridable.
-func TemplateFiles() []string {
-	names := []string{SubjectTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate}
-	for _, t := range event.Types {
-		names = append(names, BodyTemplate(t))
+// TemplateFiles lists every template file name, built-in and overridable:
+// the shared ones, then the body of every registered type.
+func TemplateFiles() []string { return templateFiles(event.Defs()) }
+
+// sharedTemplates are the templates that are not a type's body.
+var sharedTemplates = []string{SubjectTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate}
+
+func templateFiles(defs []event.Def) []string {
+	names := slices.Clone(sharedTemplates)
+	for _, d := range defs {
+		names = append(names, d.Template)
 	}
 	return names
 }
@@ -94,8 +107,8 @@ type TemplateData struct {
 // Build it once with LoadTemplates and share it through Config.Templates.
 type Templates struct {
 	subject *template.Template
-	bodies  [5]*template.Template // indexed like event.Types
-	files   map[string]string     // template name → file it came from
+	bodies  map[event.Type]*template.Template // of every type registered at load
+	files   map[string]string                 // template name → file it came from
 }
 
 // TemplateError reports a template that does not parse, fails to execute,
@@ -139,13 +152,21 @@ var builtin = sync.OnceValues(func() (*Templates, error) { return LoadTemplates(
 // sub-directories are ignored. Every template is then executed once on
 // sample events of every type, so a template that does not parse, fails at
 // execution or renders an empty subject or body is reported here, at
-// start-up, as a *TemplateError naming the file and line.
+// start-up, as a *TemplateError naming the file and line. A registered type
+// with a body template neither built in nor in dir is a *TemplateError too.
+//
+// The types are those registered when LoadTemplates is called (event.Defs);
+// a type registered later has no body in the result.
 func LoadTemplates(dir string) (*Templates, error) {
-	names := TemplateFiles()
+	defs := event.Defs()
+	names := templateFiles(defs)
 	texts := make(map[string]string, len(names))
 	files := make(map[string]string, len(names))
 	for _, name := range names {
 		b, err := builtinFS.ReadFile("templates/" + name)
+		if errors.Is(err, fs.ErrNotExist) && !slices.Contains(sharedTemplates, name) {
+			continue // a type's body may come from dir alone; checked below
+		}
 		if err != nil {
 			return nil, fmt.Errorf("compose: built-in template %s: %w", name, err)
 		}
@@ -173,17 +194,27 @@ func LoadTemplates(dir string) (*Templates, error) {
 		}
 	}
 
+	for _, d := range defs {
+		if _, ok := texts[d.Template]; !ok {
+			file := "built-in:" + d.Template
+			if dir != "" {
+				file = filepath.Join(dir, d.Template)
+			}
+			return nil, &TemplateError{File: file, Err: fmt.Errorf("type %q has no body template: it is not built in, nor in the template directory", d.Type)}
+		}
+	}
+
 	root := template.New("").Funcs(funcs).Option("missingkey=error")
 	for _, name := range names {
 		if _, err := root.New(name).Parse(texts[name]); err != nil {
 			return nil, templateError(files, name, err)
 		}
 	}
-	t := &Templates{subject: root.Lookup(SubjectTemplate), files: files}
-	for i, typ := range event.Types {
-		t.bodies[i] = root.Lookup(BodyTemplate(typ))
+	t := &Templates{subject: root.Lookup(SubjectTemplate), bodies: make(map[event.Type]*template.Template, len(defs)), files: files}
+	for _, d := range defs {
+		t.bodies[d.Type] = root.Lookup(d.Template)
 	}
-	if err := t.check(); err != nil {
+	if err := t.check(defs); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -191,11 +222,11 @@ func LoadTemplates(dir string) (*Templates, error) {
 
 // check composes sample events of every type, with and without base URL
 // and optional names.
-func (t *Templates) check() error {
+func (t *Templates) check(defs []event.Def) error {
 	now := time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)
-	for _, typ := range event.Types {
+	for _, d := range defs {
 		for _, full := range []bool{true, false} {
-			ev := sampleEvent(typ, full)
+			ev := sampleEvent(d, full)
 			for _, base := range []string{"https://app.example.com", ""} {
 				s, err := Config{From: Address{Email: "notify@example.com"}, BaseURL: base}.normalize()
 				if err != nil {
@@ -210,33 +241,38 @@ func (t *Templates) check() error {
 	return nil
 }
 
-// sampleEvent is a valid event of type typ, with every optional field set
-// when full.
-func sampleEvent(typ event.Type, full bool) *event.Event {
-	from, to := "2026-12-01", "2026-12-05"
+// sampleEvent is a valid event of type d, with the sections d requires and,
+// when full, every optional field and section set.
+func sampleEvent(d event.Def, full bool) *event.Event {
 	ev := &event.Event{
 		ID:         "sample",
-		Type:       typ,
+		Type:       d.Type,
 		OccurredAt: time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC),
 		Recipient:  event.Recipient{ID: "u1", Email: "user@example.com"},
 		Task:       event.Task{ID: "t-1", Title: "Sample task"},
 	}
-	switch typ {
-	case event.TaskComment, event.Mention:
-		ev.Comment = &event.Comment{ID: "c1", Body: "Sample comment"}
-	case event.TaskDateChanged:
-		ev.Change = &event.Change{Field: "planned_end", From: &from, To: &to}
-	}
+	sections := d.Requires
 	if full {
 		ev.Workspace = &event.Workspace{ID: "w1", Name: "Sample workspace"}
 		ev.Recipient.Name = "Sample User"
 		ev.Actor = &event.Actor{ID: "u2", Name: "Sample Actor"}
 		ev.Task.Project = "Sample project"
-		if typ == event.TaskBlocked {
+		sections = slices.Concat(d.Requires, d.Optional)
+	}
+	for _, s := range sections {
+		switch s {
+		case event.SectionComment:
+			ev.Comment = &event.Comment{ID: "c1", Body: "Sample comment"}
+		case event.SectionChange:
+			// Both dates when full; otherwise the other field, from "not set".
+			from, to := "2026-12-01", "2026-12-05"
+			ev.Change = &event.Change{Field: "planned_start", To: &to}
+			if full {
+				ev.Change = &event.Change{Field: "planned_end", From: &from, To: &to}
+			}
+		case event.SectionBlockedBy:
 			ev.BlockedBy = &event.TaskRef{ID: "t-0", Title: "Sample blocker"}
 		}
-	} else if ev.Change != nil {
-		ev.Change = &event.Change{Field: "planned_start", To: &to}
 	}
 	return ev
 }

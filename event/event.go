@@ -1,7 +1,8 @@
 // Package event owns the notification event of the mailrelay contract (§3):
-// its Go type, its decoding and validation, and a helper that publishes it to
-// JetStream with the de-duplication header set. Publishing services import
-// this package so that they validate with exactly the code the relay uses.
+// its Go type, its decoding and validation, the registry of notification
+// types (registry.go), and a helper that publishes it to JetStream with the
+// de-duplication header set. Publishing services import this package so that
+// they validate with exactly the code the relay uses.
 package event
 
 import (
@@ -19,7 +20,8 @@ import (
 // Type is a notification type. The subject of an event is SubjectPrefix + Type.
 type Type string
 
-// The five notification types of the contract.
+// The notification types of the contract; registry.go holds what the relay
+// knows about each.
 const (
 	TaskAssigned    Type = "task.assigned"
 	TaskDateChanged Type = "task.date_changed"
@@ -28,18 +30,9 @@ const (
 	Mention         Type = "mention"
 )
 
-// Types lists every notification type, in the contract's order.
-var Types = []Type{TaskAssigned, TaskDateChanged, TaskComment, TaskBlocked, Mention}
-
-// Valid reports whether t is one of the five types.
-func (t Type) Valid() bool {
-	for _, v := range Types {
-		if t == v {
-			return true
-		}
-	}
-	return false
-}
+// Valid reports whether t is a registered type: one of the contract's, or
+// one added with Register.
+func (t Type) Valid() bool { return lookup(t) != nil }
 
 // Subject is the NATS subject events of this type are published on.
 func (t Type) Subject() string { return SubjectPrefix + string(t) }
@@ -119,13 +112,30 @@ type Change struct {
 	To    *string `json:"to"`
 }
 
+// IDPattern is what a notification or user id must match.
+const IDPattern = `^[A-Za-z0-9_-]{1,128}$`
+
+const taskIDExpr = `^[A-Za-z0-9_.-]{1,128}$`
+
 var (
-	idPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	taskIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+	idPattern     = regexp.MustCompile(IDPattern)
+	taskIDPattern = regexp.MustCompile(taskIDExpr)
 )
 
 // ValidID reports whether s may be a notification or user id.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// CheckID returns nil when s may be a notification or user id (ValidID),
+// else the error "NAME must match IDPattern", NAME being how the message
+// names the value (e.g. "recipient.id"). It is the one wording of the rule
+// for every caller; it does not wrap ErrInvalid, since a bad user id given
+// to the CLI or prefs is not a bad event.
+func CheckID(name, s string) error {
+	if ValidID(s) {
+		return nil
+	}
+	return fmt.Errorf("%s must match %s", name, IDPattern)
+}
 
 // ValidTaskID reports whether s may be a task id.
 func ValidTaskID(s string) bool { return taskIDPattern.MatchString(s) }
@@ -183,25 +193,26 @@ func partialID(data []byte) *Event {
 // the size and subject rules, which need the raw message). The error names
 // the first field that breaks a rule and wraps ErrInvalid.
 func (e *Event) Validate() error {
+	def := lookup(e.Type)
 	switch {
 	case e.ID == "":
 		return invalidf("id is required")
 	case !ValidID(e.ID):
-		return invalidf("id must match ^[A-Za-z0-9_-]{1,128}$")
+		return invalid(CheckID("id", e.ID))
 	case e.Type == "":
 		return invalidf("type is required")
-	case !e.Type.Valid():
+	case def == nil:
 		return invalidf("type %q is not one of %s", truncate(string(e.Type), 64), typeList())
 	case e.OccurredAt.IsZero():
 		return invalidf("occurred_at is required (RFC 3339)")
 	case e.Recipient.ID == "":
 		return invalidf("recipient.id is required")
 	case !ValidID(e.Recipient.ID):
-		return invalidf("recipient.id must match ^[A-Za-z0-9_-]{1,128}$")
+		return invalid(CheckID("recipient.id", e.Recipient.ID))
 	case e.Task.ID == "":
 		return invalidf("task.id is required")
 	case !ValidTaskID(e.Task.ID):
-		return invalidf("task.id must match ^[A-Za-z0-9_.-]{1,128}$")
+		return invalidf("task.id must match %s", taskIDExpr)
 	case strings.TrimSpace(e.Task.Title) == "":
 		return invalidf("task.title is required")
 	}
@@ -210,28 +221,8 @@ func (e *Event) Validate() error {
 			return err
 		}
 	}
-	switch e.Type {
-	case TaskComment, Mention:
-		if e.Comment == nil || strings.TrimSpace(e.Comment.Body) == "" {
-			return invalidf("comment.body is required for %s", e.Type)
-		}
-	case TaskDateChanged:
-		if e.Change == nil {
-			return invalidf("change is required for %s", e.Type)
-		}
-		if e.Change.Field != "planned_start" && e.Change.Field != "planned_end" {
-			return invalidf("change.field must be planned_start or planned_end")
-		}
-		for _, f := range []struct {
-			name string
-			d    *string
-		}{{"change.from", e.Change.From}, {"change.to", e.Change.To}} {
-			if f.d != nil && !validDate(*f.d) {
-				return invalidf("%s must be a date (YYYY-MM-DD or RFC 3339) or null", f.name)
-			}
-		}
-	}
-	return nil
+	// The rules of the type's own sections come from its registry entry.
+	return def.check(e)
 }
 
 // checkAddress accepts one bare address (no display name, no list).
@@ -255,9 +246,10 @@ func validDate(s string) bool {
 func (e *Event) HasEmail() bool { return e.Recipient.Email != "" }
 
 func typeList() string {
-	s := make([]string, len(Types))
-	for i, t := range Types {
-		s[i] = string(t)
+	defs := current.Load().defs
+	s := make([]string, len(defs))
+	for i, d := range defs {
+		s[i] = string(d.Type)
 	}
 	return strings.Join(s, ", ")
 }
@@ -271,6 +263,9 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// invalid marks err as a contract violation.
+func invalid(err error) error { return fmt.Errorf("%w: %w", ErrInvalid, err) }
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))

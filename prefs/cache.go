@@ -3,6 +3,7 @@ package prefs
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,16 +38,18 @@ type Cache struct {
 	nc    *nats.Conn
 
 	// live is the map answers come from; nil while the watch is not
-	// healthy. Values are bit sets over event.Types.
+	// healthy.
 	live atomic.Pointer[view]
 	// gen is the connection's reconnect count when live was filled; a
 	// different count means the watch may have missed changes.
 	gen atomic.Uint64
 }
 
+// view maps a user to the registered types the user turned Email on for;
+// a user with none is absent.
 type view struct {
 	mu sync.RWMutex
-	m  map[string]uint8
+	m  map[string][]event.Type
 }
 
 // NewCache returns a cache over an opened notify_prefs bucket. nc is the
@@ -78,14 +81,13 @@ func (c *Cache) EmailEnabled(ctx context.Context, user string, t event.Type) (bo
 	if v == nil {
 		return c.store.EmailEnabled(ctx, user, t)
 	}
-	bit := typeBit(t)
-	if bit == 0 {
+	if !t.Valid() {
 		return false, nil
 	}
 	v.mu.RLock()
-	set := v.m[user]
+	on := slices.Contains(v.m[user], t)
 	v.mu.RUnlock()
-	if set&bit != 0 {
+	if on {
 		return true, nil
 	}
 	// "Off" is confirmed with a direct read: an update on its way down the
@@ -150,7 +152,7 @@ func (c *Cache) watch(ctx context.Context, status <-chan nats.Status) (healthy b
 	}
 	defer func() { _ = w.Stop() }()
 
-	v := &view{m: make(map[string]uint8)}
+	v := &view{m: make(map[string][]event.Type)}
 	loading := true
 	for {
 		select {
@@ -200,35 +202,27 @@ func (v *view) apply(e jetstream.KeyValueEntry, lock bool) {
 		return
 	}
 	set := parseSet(e.Value())
-	if set == 0 {
+	if len(set) == 0 {
 		delete(v.m, e.Key()) // absent is off: keep only users with something on
 		return
 	}
 	v.m[e.Key()] = set
 }
 
-// parseSet reads a stored value as Store.Get does, as a bit set over
-// event.Types; a value that is not valid JSON is all off.
-func parseSet(b []byte) uint8 {
+// parseSet reads a stored value as Store.Get does, as the registered types
+// that are on; a value that is not valid JSON is all off. A type registered
+// after the value arrived reads as off here, and so is confirmed by a
+// direct read.
+func parseSet(b []byte) []event.Type {
 	var p Prefs
 	if err := json.Unmarshal(b, &p); err != nil {
-		return 0
+		return nil
 	}
-	var set uint8
+	var set []event.Type
 	for t, on := range p.Email {
-		if on {
-			set |= typeBit(t)
+		if d, ok := event.Lookup(t); on && ok {
+			set = append(set, d.Type) // the registry's string: the decoded key is not kept
 		}
 	}
 	return set
-}
-
-// typeBit is t's bit in a set, 0 for a type that is not one of the five.
-func typeBit(t event.Type) uint8 {
-	for i, v := range event.Types {
-		if v == t {
-			return 1 << i
-		}
-	}
-	return 0
 }

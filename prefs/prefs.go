@@ -72,7 +72,7 @@ func (s *Store) EmailEnabled(ctx context.Context, user string, t event.Type) (bo
 // A stored value that is not valid JSON is replaced.
 func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]bool) (Prefs, error) {
 	if !event.ValidID(user) {
-		return Prefs{}, fmt.Errorf("user id %q must match ^[A-Za-z0-9_-]{1,128}$", user)
+		return Prefs{}, event.CheckID(fmt.Sprintf("user id %q", user), user)
 	}
 	for t := range changes {
 		if !t.Valid() {

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/prefs"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/relay"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -57,7 +57,7 @@ type prefsGetCmd struct {
 
 type prefsSetCmd struct {
 	User    string   `arg:"" help:"User id."`
-	Changes []string `arg:"" help:"TYPE=on|off, TYPE one of task.assigned, task.date_changed, task.comment, task.blocked, mention (or all)."`
+	Changes []string `arg:"" help:"TYPE=on|off, TYPE one of ${types} (or all)."`
 }
 
 type stateGetCmd struct {
@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		kong.UsageOnError(),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(int) { panic(exitRequest{}) }),
+		helpVars(),
 	)
 	if err != nil {
 		return err
@@ -118,6 +119,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	return kctx.Run(a) // the selected command's Run method
+}
+
+// helpVars are the values help texts refer to as ${name}: the type list
+// comes from the registry, so a new type needs no change here.
+func helpVars() kong.Vars {
+	return kong.Vars{"types": strings.Join(typeNames(), ", ")}
+}
+
+// typeNames lists the registered types, in the registry's order.
+func typeNames() []string {
+	defs := event.Defs()
+	names := make([]string, len(defs))
+	for i, d := range defs {
+		names[i] = string(d.Type)
+	}
+	return names
 }
 
 // withoutConfig marks a command that runs without loading the configuration.
@@ -264,7 +281,7 @@ func (a *app) openBucket(ctx context.Context, name string) (kv jetstream.KeyValu
 
 func (a *app) prefsGet(ctx context.Context, user string) error {
 	if !event.ValidID(user) {
-		return usageError{fmt.Errorf("user id %q must match ^[A-Za-z0-9_-]{1,128}$", user)}
+		return usageError{event.CheckID(fmt.Sprintf("user id %q", user), user)}
 	}
 	kv, closeConn, err := a.openBucket(ctx, prefs.Bucket)
 	if err != nil {
@@ -279,8 +296,8 @@ func (a *app) prefsGet(ctx context.Context, user string) error {
 		fmt.Fprintf(a.stderr, "warning: %v; every type reads as off\n", err)
 	}
 	full := map[event.Type]bool{}
-	for _, t := range event.Types {
-		full[t] = p.Enabled(t)
+	for _, d := range event.Defs() {
+		full[d.Type] = p.Enabled(d.Type)
 	}
 	return writeJSON(a.stdout, prefs.Prefs{Email: full})
 }
@@ -291,7 +308,7 @@ func (a *app) prefsSet(ctx context.Context, c prefsSetCmd) error {
 		return usageError{err}
 	}
 	if !event.ValidID(c.User) {
-		return usageError{fmt.Errorf("user id %q must match ^[A-Za-z0-9_-]{1,128}$", c.User)}
+		return usageError{event.CheckID(fmt.Sprintf("user id %q", c.User), c.User)}
 	}
 	kv, closeConn, err := a.openBucket(ctx, prefs.Bucket)
 	if err != nil {
@@ -322,17 +339,14 @@ func parseChanges(args []string) (map[event.Type]bool, error) {
 			return nil, fmt.Errorf("%q: value must be on or off", arg)
 		}
 		if k == "all" {
-			for _, t := range event.Types {
-				changes[t] = on
+			for _, d := range event.Defs() {
+				changes[d.Type] = on
 			}
 			continue
 		}
 		t := event.Type(k)
 		if !t.Valid() {
-			names := make([]string, len(event.Types))
-			for i, t := range event.Types {
-				names[i] = string(t)
-			}
+			names := typeNames()
 			sort.Strings(names)
 			return nil, fmt.Errorf("%q: unknown type %q (one of %s, or all)", arg, k, strings.Join(names, ", "))
 		}

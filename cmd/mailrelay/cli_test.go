@@ -30,7 +30,7 @@ func runCLI(t *testing.T, getenv func(string) string, args ...string) (stdout, s
 // is covered without touching the test.
 func commandPaths(t *testing.T) [][]string {
 	t.Helper()
-	p, err := kong.New(&cli{}, kong.Name("mailrelay"))
+	p, err := kong.New(&cli{}, kong.Name("mailrelay"), helpVars())
 	if err != nil {
 		t.Fatal(err)
 	}
