@@ -3,8 +3,6 @@ package compose
 import (
 	"errors"
 	"fmt"
-	"net/mail"
-	"net/url"
 	"strings"
 
 	"github.com/mailrelay/mailrelay/headers"
@@ -42,21 +40,17 @@ type Config struct {
 }
 
 // Validate reports every problem of c at once (errors joined, each wrapping
-// ErrConfig). Compose repeats the cheap checks on each call; call Validate
-// once at start-up for the thorough ones.
+// ErrConfig). The From address and the base URL are checked with
+// headers.CheckFrom and headers.CheckBaseURL, the rules the relay applies
+// to DEFAULT_FROM_EMAIL and FRONTEND_BASE_URL; Compose and New apply the
+// same two checks, Validate adds those of ListID and SnippetMax.
 func (c Config) Validate() error {
 	var errs []error
 	if err := checkFrom(c.From.Email); err != nil {
 		errs = append(errs, err)
-	} else if a, err := mail.ParseAddress(c.From.Email); err != nil || a.Address != c.From.Email {
-		errs = append(errs, fmt.Errorf("%w: from address %q is not an email address", ErrConfig, c.From.Email))
 	}
-	if c.BaseURL != "" {
-		if err := checkBaseURL(c.BaseURL); err != nil {
-			errs = append(errs, err)
-		} else if u, err := url.Parse(c.BaseURL); err != nil || u.Host == "" || u.User != nil {
-			errs = append(errs, fmt.Errorf("%w: base URL %q must be an absolute http(s) URL with a host and no user info", ErrConfig, c.BaseURL))
-		}
+	if err := checkBaseURL(c.BaseURL); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ListID != "" && headers.Sanitize(c.ListID, 0) != c.ListID {
 		errs = append(errs, fmt.Errorf("%w: list id %q holds control characters or stray spaces", ErrConfig, c.ListID))
@@ -67,7 +61,8 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// settings is a Config after the cheap checks, with derived values.
+// settings is a Config after the From and base-URL checks, with derived
+// values.
 type settings struct {
 	from       Address
 	domain     string
@@ -91,10 +86,10 @@ func (c Config) normalize() (settings, error) {
 		snippetMax: c.SnippetMax,
 		templates:  c.Templates,
 	}
+	if err := checkBaseURL(c.BaseURL); err != nil {
+		return settings{}, err
+	}
 	if c.BaseURL != "" {
-		if err := checkBaseURL(c.BaseURL); err != nil {
-			return settings{}, err
-		}
 		s.base = strings.TrimRight(c.BaseURL, "/")
 		s.unsub, s.oneClick = headers.ListUnsubscribe(s.base)
 	}
@@ -108,31 +103,22 @@ func (c Config) normalize() (settings, error) {
 	return s, nil
 }
 
-// checkFrom accepts a bare address with a local part and a domain and no
-// character that could break a header.
+// checkFrom applies headers.CheckFrom, as an ErrConfig.
 func checkFrom(email string) error {
-	at := strings.LastIndexByte(email, '@')
-	if at <= 0 || at == len(email)-1 {
-		return fmt.Errorf("%w: from address %q is not an email address", ErrConfig, email)
-	}
-	for i := 0; i < len(email); i++ {
-		if c := email[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == ',' {
-			return fmt.Errorf("%w: from address %q holds a space, control character, comma or angle bracket", ErrConfig, email)
-		}
+	if err := headers.CheckFrom(email); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
 }
 
-// checkBaseURL accepts an absolute http(s) URL without query, fragment or
-// any character that cannot stand in a header or on a line of its own.
+// checkBaseURL applies headers.CheckBaseURL to a set base URL, as an
+// ErrConfig; "" (no links) passes.
 func checkBaseURL(base string) error {
-	if v, _ := headers.ListUnsubscribe(base); v == "" {
-		return fmt.Errorf("%w: base URL %q is not an absolute http(s) URL", ErrConfig, base)
+	if base == "" {
+		return nil
 	}
-	for i := 0; i < len(base); i++ {
-		if c := base[i]; c == '?' || c == '#' || c >= 0x80 {
-			return fmt.Errorf("%w: base URL %q must be ASCII with no query or fragment", ErrConfig, base)
-		}
+	if err := headers.CheckBaseURL(base); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
 }

@@ -27,7 +27,9 @@ type gateSender struct {
 	sent     map[string]int // by Message-ID
 }
 
-func newGateSender() *gateSender { return &gateSender{gate: make(chan struct{}), sent: map[string]int{}} }
+func newGateSender() *gateSender {
+	return &gateSender{gate: make(chan struct{}), sent: map[string]int{}}
+}
 
 // release lets every send through, now and later.
 func (s *gateSender) release() { s.once.Do(func() { close(s.gate) }) }

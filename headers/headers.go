@@ -2,7 +2,9 @@
 // (CONTRACT.md §5) as pure functions: the stable Message-ID, the per-task
 // thread id carried by In-Reply-To and References, List-Id,
 // List-Unsubscribe, and Sanitize, which turns any event text into a single
-// line that can never carry a CR or LF into a header.
+// line that can never carry a CR or LF into a header. It also owns the rules
+// for the From address and the frontend base URL those values are made of
+// (CheckFrom, CheckBaseURL).
 //
 // Nothing here does I/O, reads the clock or uses randomness: the same input
 // always yields the same value.

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
-	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/headers"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/relay"
 	"github.com/mailrelay/mailrelay/internal/transport"
 )

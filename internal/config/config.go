@@ -1,7 +1,12 @@
 // Package config owns mailrelay's configuration: the environment variables
 // (Django's EMAIL_* names, NATS_*, MAILRELAY_*), their defaults, their
 // validation, and the views other packages need of them — the transport mode,
-// the status JSON, the From address.
+// the status JSON, the From address, the delivery policy.
+//
+// The rules themselves live with the packages that use the values: the SMTP
+// host and credential rules in transport, the From and base-URL rules in
+// headers, delivery policy and its defaults in policy. config applies them
+// to the environment, once, and names the variable at fault.
 //
 // Load reads every variable through a getenv function, applies the defaults
 // of the variable table (Vars) and reports every problem at once, each naming
@@ -15,6 +20,9 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/mailrelay/mailrelay/internal/policy"
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // Config is mailrelay's whole configuration. Load fills it from the
@@ -90,7 +98,7 @@ type JetStream struct {
 // Relay holds how notifications are processed and sent.
 type Relay struct {
 	Concurrency     int             `env:"MAILRELAY_CONCURRENCY"`
-	RetryDelays     []time.Duration `env:"MAILRELAY_RETRY_DELAYS"` // one or two; see RetryDelay
+	RetryDelays     []time.Duration `env:"MAILRELAY_RETRY_DELAYS"` // one or two; see Config.Policy
 	MaxEventBytes   int             `env:"MAILRELAY_MAX_EVENT_BYTES"`
 	StaleAfter      time.Duration   `env:"MAILRELAY_STALE_AFTER"` // 0 disables
 	MaxRate         float64         `env:"MAILRELAY_MAX_RATE"`    // mails per second; 0 is no limit
@@ -112,13 +120,6 @@ const (
 	ModeNotConfigured = "not_configured"
 )
 
-// Security values, as in the status JSON's "security".
-const (
-	SecuritySTARTTLS = "starttls"
-	SecuritySSL      = "ssl"
-	SecurityNone     = "none"
-)
-
 // Mode returns the transport mode: the backend's name, or ModeNotConfigured
 // for the smtp backend without EMAIL_HOST.
 func (c *Config) Mode() string {
@@ -132,30 +133,31 @@ func (c *Config) Mode() string {
 // is not ModeNotConfigured.
 func (c *Config) Configured() bool { return c.Mode() != ModeNotConfigured }
 
-// Security returns how the SMTP connection is protected: SecuritySTARTTLS
-// (EMAIL_USE_TLS), SecuritySSL (EMAIL_USE_SSL) or SecurityNone.
-func (c *Config) Security() string {
+// Security returns how the SMTP connection is protected:
+// transport.SecurityStartTLS (EMAIL_USE_TLS), transport.SecuritySSL
+// (EMAIL_USE_SSL) or transport.SecurityNone.
+func (c *Config) Security() transport.Security {
 	switch {
 	case c.Email.UseTLS:
-		return SecuritySTARTTLS
+		return transport.SecurityStartTLS
 	case c.Email.UseSSL:
-		return SecuritySSL
+		return transport.SecuritySSL
 	default:
-		return SecurityNone
+		return transport.SecurityNone
 	}
 }
 
 // InsecureAuthAllowed reports whether SMTP credentials may be sent without
 // TLS: MAILRELAY_SMTP_INSECURE_AUTH is true, or EMAIL_HOST is loopback.
 func (c *Config) InsecureAuthAllowed() bool {
-	return c.Email.InsecureAuth || IsLoopback(c.Email.Host)
+	return c.Email.InsecureAuth || transport.IsLoopback(c.Email.Host)
 }
 
-// SMTPAuth returns the SMTP credential settings, for SMTPAuth.Check (which
-// Validate applies in ModeSMTP) and SMTPAuth.Enabled.
-func (c *Config) SMTPAuth() SMTPAuth {
+// SMTPAuth returns the SMTP credential settings, for transport's rule
+// (SMTPAuth.Check, which Validate applies in ModeSMTP) and SMTPAuth.Enabled.
+func (c *Config) SMTPAuth() transport.SMTPAuth {
 	e := c.Email
-	return SMTPAuth{
+	return transport.SMTPAuth{
 		Host:         e.Host,
 		User:         e.User,
 		HasPassword:  e.Password.IsSet(),
@@ -195,14 +197,27 @@ func (n NATS) Servers() []string {
 }
 
 // RetryDelay returns how long to wait before the given attempt (2 or 3)
-// after a temporary failure: the first MAILRELAY_RETRY_DELAYS value for
-// attempt 2, the last for attempt 3 and later. It returns 0 for attempt 1 or
-// an empty list.
+// after a temporary failure, as policy.RetryDelay chooses it from
+// MAILRELAY_RETRY_DELAYS (the delay after attempt n is the one before
+// attempt n+1). It returns 0 for attempt 1 or an empty list.
 func (r Relay) RetryDelay(attempt int) time.Duration {
 	if attempt < 2 || len(r.RetryDelays) == 0 {
 		return 0
 	}
-	return r.RetryDelays[min(attempt-2, len(r.RetryDelays)-1)]
+	return policy.Policy{RetryDelays: r.RetryDelays}.RetryDelay(attempt - 1)
+}
+
+// Policy returns the delivery policy of this configuration: policy.Default
+// with the retry delays, AckWait and staleness of the environment, and a
+// send timeout of twice EMAIL_TIMEOUT (the connect and the message each have
+// EMAIL_TIMEOUT).
+func (c *Config) Policy() policy.Policy {
+	p := policy.Default()
+	p.RetryDelays = append([]time.Duration(nil), c.Relay.RetryDelays...)
+	p.AckWait = c.JetStream.AckWait
+	p.StaleAfter = c.Relay.StaleAfter
+	p.SendTimeout = 2 * c.Email.Timeout
+	return p
 }
 
 // Status is the transport as GET /v1/status/email reports it (contract §7).
@@ -212,26 +227,26 @@ type Status struct {
 	Configured      bool   `json:"configured"`
 	Host            string `json:"host"`
 	Port            int    `json:"port"`
-	Security        string `json:"security"`
+	Security        string `json:"security"` // transport.Security's String: "starttls", "ssl" or "none"
 	From            string `json:"from"`
 	FrontendBaseURL string `json:"frontend_base_url"`
 	ListUnsubscribe bool   `json:"list_unsubscribe"`
 }
 
 // Status returns the status view of the transport. Host, Port and Security
-// describe the SMTP connection, so they are "", 0 and SecurityNone in every
-// mode but ModeSMTP.
+// describe the SMTP connection, so they are "", 0 and "none" in every mode
+// but ModeSMTP.
 func (c *Config) Status() Status {
 	s := Status{
 		Mode:            c.Mode(),
 		Configured:      c.Configured(),
-		Security:        SecurityNone,
+		Security:        transport.SecurityNone.String(),
 		From:            c.Message.From,
 		FrontendBaseURL: c.Message.FrontendBaseURL,
 		ListUnsubscribe: c.Message.FrontendBaseURL != "",
 	}
 	if s.Mode == ModeSMTP {
-		s.Host, s.Port, s.Security = c.Email.Host, c.Email.Port, c.Security()
+		s.Host, s.Port, s.Security = c.Email.Host, c.Email.Port, c.Security().String()
 	}
 	return s
 }

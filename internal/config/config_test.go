@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // getenv returns a getenv function over m.
@@ -89,8 +91,8 @@ func TestLoadDefaults(t *testing.T) {
 	if got := c.Mode(); got != ModeNotConfigured {
 		t.Errorf("Mode() = %q, want %q", got, ModeNotConfigured)
 	}
-	if got := c.Security(); got != SecurityNone {
-		t.Errorf("Security() = %q, want %q", got, SecurityNone)
+	if got := c.Security(); got != transport.SecurityNone {
+		t.Errorf("Security() = %q, want %q", got, transport.SecurityNone)
 	}
 }
 
@@ -185,12 +187,12 @@ func TestLoadGood(t *testing.T) {
 		{"port 1", map[string]string{"EMAIL_PORT": "1"}, func(t *testing.T, c *Config) {}},
 		{"port 65535", map[string]string{"EMAIL_PORT": "65535"}, func(t *testing.T, c *Config) {}},
 		{"tls true", map[string]string{"EMAIL_USE_TLS": "true"}, func(t *testing.T, c *Config) {
-			if !c.Email.UseTLS || c.Security() != SecuritySTARTTLS {
+			if !c.Email.UseTLS || c.Security() != transport.SecurityStartTLS {
 				t.Errorf("tls %v security %q", c.Email.UseTLS, c.Security())
 			}
 		}},
 		{"ssl yes", map[string]string{"EMAIL_USE_SSL": "yes"}, func(t *testing.T, c *Config) {
-			if !c.Email.UseSSL || c.Security() != SecuritySSL {
+			if !c.Email.UseSSL || c.Security() != transport.SecuritySSL {
 				t.Errorf("ssl %v security %q", c.Email.UseSSL, c.Security())
 			}
 		}},

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // The parse errors of this package. A problem never shows them: it says
@@ -105,7 +107,7 @@ func (c *Config) parse(raw map[string]string) (Problems, map[string]bool) {
 	// Normalised once here, so that everything downstream (the SMTP
 	// backend, the status API, the log) sees the host as it is dialled:
 	// "[::1]" becomes "::1". A host that is not valid is left for validate.
-	if h, ok := NormalizeHost(c.Email.Host); ok {
+	if h, ok := transport.NormalizeHost(c.Email.Host); ok {
 		c.Email.Host = h
 	}
 	c.Message.FrontendBaseURL = strings.TrimRight(c.Message.FrontendBaseURL, "/")

@@ -22,7 +22,7 @@ import (
 // (the SMTP username); credentials inside NATS_URL show as "[redacted]".
 func (c *Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("mode", c.Mode())
-	enc.AddString("email_security", c.Security())
+	enc.AddString("email_security", c.Security().String())
 	fields := c.fieldsByVar()
 	for _, v := range vars {
 		key := strings.ToLower(v.Name)

@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/mailrelay/mailrelay/headers"
+	"github.com/mailrelay/mailrelay/internal/policy"
+	"github.com/mailrelay/mailrelay/internal/transport"
 )
 
 // Problem is one thing wrong with the configuration.
@@ -143,7 +147,7 @@ func (c *Config) checkEmail(k *checker) {
 	e := c.Email
 	_, err := parseBackend(string(e.Backend))
 	k.check(err == nil, "EMAIL_BACKEND", string(e.Backend))
-	_, hostOK := NormalizeHost(e.Host)
+	_, hostOK := transport.NormalizeHost(e.Host)
 	k.check(e.Host == "" || hostOK, "EMAIL_HOST", e.Host)
 	k.checkInt("EMAIL_PORT", e.Port, 1, 65535)
 	if e.UseTLS && e.UseSSL {
@@ -164,8 +168,9 @@ func (c *Config) checkEmail(k *checker) {
 	}
 }
 
-// checkSMTPAuth applies SMTPAuth.Check, the rule the SMTP backend applies
-// too, and words its refusal with the variables as the operator set them.
+// checkSMTPAuth applies transport.SMTPAuth.Check, the rule the SMTP backend
+// applies too, and words its refusal with the variables as the operator set
+// them.
 // Credentials matter only to the smtp backend with a host: Validate calls it
 // in ModeSMTP alone, so a shared .env with credentials does not stop the
 // console, file or dummy backend.
@@ -176,11 +181,11 @@ func (c *Config) checkSMTPAuth(k *checker) {
 		password = "EMAIL_HOST_PASSWORD_FILE"
 	}
 	switch err := c.SMTPAuth().Check(); {
-	case errors.Is(err, ErrSMTPPasswordWithoutUser):
+	case errors.Is(err, transport.ErrPasswordWithoutUser):
 		k.addf([]string{"EMAIL_HOST_USER", password},
 			"EMAIL_HOST_USER: required when %s is set: the relay authenticates with both or with neither; set EMAIL_HOST_USER, or unset %s to send without SMTP AUTH",
 			password, password)
-	case errors.Is(err, ErrSMTPUserWithoutPassword):
+	case errors.Is(err, transport.ErrUserWithoutPassword):
 		// With EMAIL_HOST_PASSWORD_FILE set the file could not be read, a
 		// problem of its own: naming the file here lets Load drop this one.
 		vars := []string{"EMAIL_HOST_PASSWORD", "EMAIL_HOST_USER"}
@@ -189,7 +194,7 @@ func (c *Config) checkSMTPAuth(k *checker) {
 		}
 		k.addf(vars,
 			"EMAIL_HOST_PASSWORD (or EMAIL_HOST_PASSWORD_FILE): required when EMAIL_HOST_USER is set: the relay authenticates with both or with neither; set the password, or unset EMAIL_HOST_USER to send without SMTP AUTH")
-	case errors.Is(err, ErrSMTPInsecureAuth):
+	case errors.Is(err, transport.ErrInsecureAuth):
 		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL", "MAILRELAY_SMTP_INSECURE_AUTH"},
 			"EMAIL_USE_TLS and EMAIL_USE_SSL are both false but EMAIL_HOST_USER is set: credentials are never sent in the clear to %s, which is not loopback; set one of them, or MAILRELAY_SMTP_INSECURE_AUTH=true to allow it",
 			e.Host)
@@ -202,7 +207,7 @@ func (c *Config) checkSMTPAuth(k *checker) {
 func (c *Config) checkMessage(k *checker) {
 	m := c.Message
 	k.check(validFrom(m.From), "DEFAULT_FROM_EMAIL", m.From)
-	k.check(m.FrontendBaseURL == "" || validBaseURL(m.FrontendBaseURL), "FRONTEND_BASE_URL", m.FrontendBaseURL)
+	k.check(m.FrontendBaseURL == "" || headers.CheckBaseURL(m.FrontendBaseURL) == nil, "FRONTEND_BASE_URL", m.FrontendBaseURL)
 	k.check(m.ListID == "" || validListID(m.ListID), "MAILRELAY_LIST_ID", m.ListID)
 	if m.TemplateDir != "" {
 		if err := isDir(m.TemplateDir, false); err != nil {
@@ -296,7 +301,7 @@ func (c *Config) checkJetStream(k *checker) {
 func (c *Config) checkRelay(k *checker) {
 	r := c.Relay
 	k.checkInt("MAILRELAY_CONCURRENCY", r.Concurrency, 1, 1024)
-	k.check(len(r.RetryDelays) >= 1 && len(r.RetryDelays) <= 2 && !slices.ContainsFunc(r.RetryDelays, func(d time.Duration) bool { return d <= 0 }),
+	k.check(len(r.RetryDelays) >= 1 && len(r.RetryDelays) <= policy.MaxDeliver-1 && !slices.ContainsFunc(r.RetryDelays, func(d time.Duration) bool { return d <= 0 }),
 		"MAILRELAY_RETRY_DELAYS", fmtDurations(r.RetryDelays))
 	k.checkInt("MAILRELAY_MAX_EVENT_BYTES", r.MaxEventBytes, 1024, 8<<20)
 	k.check(r.StaleAfter >= 0, "MAILRELAY_STALE_AFTER", fmtDuration(r.StaleAfter))
@@ -323,7 +328,7 @@ func (c *Config) Warnings() []string {
 		case e.Port == 587 && e.UseSSL:
 			warn("EMAIL_USE_SSL is true but EMAIL_PORT is 587, the STARTTLS port: EMAIL_USE_TLS is probably meant")
 		}
-		if aw := c.JetStream.AckWait; aw < 2*e.Timeout {
+		if aw := c.JetStream.AckWait; aw < c.Policy().SendTimeout {
 			warn("MAILRELAY_ACK_WAIT (%s) is shorter than twice EMAIL_TIMEOUT (%s): a slow SMTP server can make JetStream redeliver a message that is still being sent",
 				fmtDuration(aw), fmtDuration(e.Timeout))
 		}
@@ -362,10 +367,7 @@ func (c *Config) Warnings() []string {
 	return ws
 }
 
-var (
-	hostPattern   = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
-	listIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$`)
-)
+var listIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$`)
 
 // validListID reports whether s is a List-Id list identifier
 // ("notifications.example.com") or a whole List-Id value, a phrase and the
@@ -380,28 +382,14 @@ func validListID(s string) bool {
 }
 
 // validFrom reports whether s is one RFC 5322 address, with an optional
-// display name, on one line.
+// display name, on one line, whose address is one compose accepts
+// (headers.CheckFrom).
 func validFrom(s string) bool {
 	if strings.ContainsAny(s, "\r\n") {
 		return false
 	}
 	a, err := mail.ParseAddress(s)
-	return err == nil && strings.Contains(a.Address, "@")
-}
-
-// validBaseURL reports whether s is an absolute http(s) URL with a host and
-// no user info, query or fragment, in printable ASCII without spaces or
-// characters that would end a <URL> in a header.
-func validBaseURL(s string) bool {
-	for _, r := range s {
-		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`<>"\`, r) {
-			return false
-		}
-	}
-	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Opaque == "" &&
-		u.Host != "" && u.Hostname() != "" && u.User == nil &&
-		u.RawQuery == "" && !u.ForceQuery && !strings.Contains(s, "#")
+	return err == nil && headers.CheckFrom(a.Address) == nil
 }
 
 // validNATSURL reports whether s is a server URL nats.go accepts: nats, tls,
@@ -430,7 +418,7 @@ func validNATSURL(s string) bool {
 // (0 picks a free one); the host may be empty for every interface.
 func validListenAddr(s string) bool {
 	host, port, err := net.SplitHostPort(s)
-	_, hostOK := NormalizeHost(host)
+	_, hostOK := transport.NormalizeHost(host)
 	return err == nil && validPort(port, 0) && (host == "" || hostOK)
 }
 

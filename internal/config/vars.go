@@ -1,5 +1,12 @@
 package config
 
+import (
+	"strconv"
+	"time"
+
+	"github.com/mailrelay/mailrelay/internal/policy"
+)
+
 // Var describes one environment variable: the table that Load reads its
 // defaults from, that the start-up log walks, and that the README's
 // configuration table must match (TestReadmeTableIsVars).
@@ -29,7 +36,8 @@ const (
 )
 
 // vars is every variable mailrelay reads, in the order docs list them. It is
-// the one place defaults are set.
+// the one place defaults are set; those of delivery policy are policy's own,
+// formatted.
 var vars = []Var{
 	{Name: "EMAIL_BACKEND", Default: "smtp",
 		Accepts: "smtp, console, file or dummy (or Django's django.core.mail.backends.{smtp,console,filebased,dummy}.EmailBackend)",
@@ -121,13 +129,13 @@ var vars = []Var{
 		Accepts: acceptsFile,
 		Help:    "File holding the admin token (one trailing newline is ignored)."},
 
-	{Name: "MAILRELAY_RETRY_DELAYS", Default: "30s,2m",
+	{Name: "MAILRELAY_RETRY_DELAYS", Default: fmtDurations(policy.DefaultRetryDelays()),
 		Accepts: "a Go duration list like 30s,2m (one or two durations, each greater than 0)",
 		Help:    "Delays before attempt 2 and attempt 3 after a temporary failure; one value serves both."},
-	{Name: "MAILRELAY_ACK_WAIT", Default: "60s",
+	{Name: "MAILRELAY_ACK_WAIT", Default: fmtSeconds(policy.DefaultAckWait),
 		Accepts: "a Go duration of at least 1s like 60s",
 		Help:    "How long an unacknowledged delivery waits before the server redelivers it."},
-	{Name: "MAILRELAY_CONCURRENCY", Default: "8",
+	{Name: "MAILRELAY_CONCURRENCY", Default: strconv.Itoa(policy.DefaultConcurrency),
 		Accepts: "a whole number from 1 to 1024",
 		Help:    "Mails sent at once, and so the most SMTP connections and the most mails sent but not yet recorded (what a crash can duplicate). A relay holds up to twice this many notifications being prepared or sent, plus one pull batch."},
 	{Name: "MAILRELAY_STREAM_REPLICAS", Default: "1",
@@ -148,13 +156,13 @@ var vars = []Var{
 	{Name: "MAILRELAY_MAX_EVENT_BYTES", Default: "65536",
 		Accepts: "a whole number of bytes from 1024 to 8388608",
 		Help:    "Largest event accepted; a bigger one is invalid."},
-	{Name: "MAILRELAY_STALE_AFTER", Default: "24h",
+	{Name: "MAILRELAY_STALE_AFTER", Default: fmtDuration(policy.DefaultStaleAfter),
 		Accepts: "a Go duration of 0 or more like 24h (0 disables)",
 		Help:    "A notification older than this when it would be sent is skipped_stale; 0 disables the check."},
 	{Name: "MAILRELAY_MAX_RATE",
 		Accepts: "a number of mails per second like 5 or 0.5 (0 or empty: no limit)",
 		Help:    "Optional ceiling on mails per second for one process."},
-	{Name: "MAILRELAY_SHUTDOWN_TIMEOUT", Default: "25s",
+	{Name: "MAILRELAY_SHUTDOWN_TIMEOUT", Default: fmtDuration(policy.DefaultShutdownTimeout),
 		Accepts: "a Go duration greater than 0 like 25s",
 		Help:    "How long a stopping relay takes to finish the notifications it holds before it cancels their sends and releases them."},
 	{Name: "MAILRELAY_LOG_FORMAT", Default: "json",
@@ -163,6 +171,12 @@ var vars = []Var{
 	{Name: "MAILRELAY_LOG_LEVEL", Default: "info",
 		Accepts: "debug, info, warn or error",
 		Help:    "Least severe level that is logged."},
+}
+
+// fmtSeconds formats d as whole seconds ("60s"), the way AckWait has always
+// been documented; fmtDuration would write "1m".
+func fmtSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }
 
 // Vars returns every variable mailrelay reads, with its default, what it

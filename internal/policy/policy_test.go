@@ -30,4 +30,3 @@ func TestIsSlowDown(t *testing.T) {
 		})
 	}
 }
-

@@ -11,17 +11,20 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mailrelay/mailrelay/prefs"
+	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Names fixed by the contract, and those of the advisory capture.
 const (
-	Stream     = "NOTIFY"
-	Subjects   = "notify.>"
-	Consumer   = "mailrelay"
-	MaxDeliver = 3
+	Stream   = "NOTIFY"
+	Subjects = "notify.>"
+	Consumer = "mailrelay"
+	// MaxDeliver is the consumer's MaxDeliver: policy.MaxDeliver, named
+	// here too because provisioning is where it is set.
+	MaxDeliver = policy.MaxDeliver
 
 	// AdvisorySubject is the max-deliveries advisory of the consumer.
 	AdvisorySubject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + Stream + "." + Consumer
@@ -42,7 +45,7 @@ type Options struct {
 	Replicas          int           // 1 by default
 	MaxAge            time.Duration // NOTIFY retention; 7 days by default
 	DuplicateWindow   time.Duration // Nats-Msg-Id window; 1 hour by default
-	AckWait           time.Duration // consumer AckWait; 60 s by default
+	AckWait           time.Duration // consumer AckWait; policy.DefaultAckWait by default
 	StateTTL          time.Duration // notify_email_state TTL; 30 days by default
 	RetryUntilTimeout bool          // keep retrying "no suitable peers" while ctx lasts (clusters)
 }
@@ -61,7 +64,7 @@ func (o *Options) defaults() {
 		o.DuplicateWindow = o.MaxAge
 	}
 	if o.AckWait <= 0 {
-		o.AckWait = 60 * time.Second
+		o.AckWait = policy.DefaultAckWait
 	}
 	if o.StateTTL <= 0 {
 		o.StateTTL = 30 * 24 * time.Hour
@@ -189,11 +192,11 @@ func retry(ctx context.Context, enabled bool, f func() error) error {
 	}
 }
 
+// transient reports whether err is worth a retry on a young cluster: a
+// NotReady answer, or no answer at all.
 func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		// 10005: insufficient resources / no suitable peers; 10008: cluster not available
-		return apiErr.ErrorCode == 10005 || apiErr.ErrorCode == 10008 || apiErr.Code == 503
+	if _, ok := errors.AsType[*jetstream.APIError](err); ok {
+		return NotReady(err)
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

@@ -13,16 +13,16 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
-	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/consumer"
+	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/embedded"
 	"github.com/mailrelay/mailrelay/internal/httpapi"
 	"github.com/mailrelay/mailrelay/internal/metrics"
 	"github.com/mailrelay/mailrelay/internal/policy"
-	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	prefCache := prefs.NewCache(h.Prefs, nc) // watch-backed; its watcher runs in the group below
 	handler := consumer.NewHandler(consumer.Config{
-		Policy:        relayPolicy(cfg),
+		Policy:        cfg.Policy(),
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
 	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.Compose, hopts...)
@@ -141,15 +141,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	return err
 }
 
-// relayPolicy is the delivery policy the configuration sets.
-// TODO(lead): replace with cfg.Policy() once config has it.
-func relayPolicy(cfg *config.Config) consumer.Policy {
-	p := consumer.DefaultPolicy()
-	p.RetryDelays, p.AckWait, p.StaleAfter = cfg.Relay.RetryDelays, cfg.JetStream.AckWait, cfg.Relay.StaleAfter
-	p.SendTimeout = 2 * cfg.Email.Timeout
-	return p
-}
-
 // liveStatus is the §7 JSON plus live figures.
 type liveStatus struct {
 	config.Status
@@ -190,8 +181,7 @@ func provisionUntil(ctx context.Context, js jetstream.JetStream, po provision.Op
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (while: %v)", ctx.Err(), err)
 		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.Code != 503 && apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10008 {
+		if _, isAPI := errors.AsType[*jetstream.APIError](err); isAPI && !provision.NotReady(err) {
 			return nil, err // a real refusal: bad config, permissions
 		}
 		log.Warn("JetStream not ready, retrying", zap.Error(err), zap.Duration("pause", pause))
@@ -270,17 +260,10 @@ func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, e
 
 // SMTPConfig maps the configuration to the SMTP backend's.
 func SMTPConfig(cfg *config.Config) transport.SMTPConfig {
-	sec := transport.SecurityNone
-	switch cfg.Security() {
-	case config.SecuritySTARTTLS:
-		sec = transport.SecurityStartTLS
-	case config.SecuritySSL:
-		sec = transport.SecuritySSL
-	}
 	return transport.SMTPConfig{
 		Host:         cfg.Email.Host,
 		Port:         cfg.Email.Port,
-		Security:     sec,
+		Security:     cfg.Security(),
 		Username:     cfg.Email.User,
 		Password:     cfg.Email.Password.Reveal(),
 		InsecureAuth: cfg.Email.InsecureAuth,

@@ -101,12 +101,13 @@ func SeqKey(seq uint64) string { return "seq." + strconv.FormatUint(seq, 10) }
 
 // Store is the ledger over a JetStream KV bucket.
 type Store struct {
-	kv jetstream.KeyValue
-	js jetstream.JetStream // for PutAsync; nil: synchronous writes only
+	kv     jetstream.KeyValue
+	js     jetstream.JetStream // for PutAsync; nil: synchronous writes only
+	prefix string              // subject prefix of the bucket's keys, for the async writes
 }
 
 // New wraps an opened notify_email_state bucket.
-func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv, prefix: kvPrefix(kv.Bucket())} }
 
 // WithAsync lets the store start writes without waiting for them (PutAsync)
 // through js, which should be created with jetstream.WithPublishAsyncTimeout
@@ -116,8 +117,17 @@ func (s *Store) WithAsync(js jetstream.JetStream) *Store {
 	return s
 }
 
+// kvPrefix is the subject prefix under which KV clients put the keys of
+// bucket: its stream captures "$KV.<bucket>.>". The asynchronous writes
+// publish there themselves because the KV client has no asynchronous put,
+// and nats.go keeps its prefix unexported. This is the prefix of a bucket
+// that is not a mirror, reached without a JetStream domain or API prefix:
+// how provision creates notify_email_state and the relay connects.
+// TestSubjectIsTheBucketStream holds it to the stream's subjects.
+func kvPrefix(bucket string) string { return "$KV." + bucket + "." }
+
 // subject is the bucket's subject for key, where KV clients publish a put.
-func (s *Store) subject(key string) string { return "$KV." + s.kv.Bucket() + "." + key }
+func (s *Store) subject(key string) string { return s.prefix + key }
 
 // Pending is a write started by PutAsync or CreateAsync.
 type Pending interface {

@@ -277,3 +277,22 @@ func TestCreateAsync(t *testing.T) {
 		t.Fatal("CreateAsync without WithAsync succeeded")
 	}
 }
+
+// The asynchronous writes publish where the KV client puts: under the
+// subjects the bucket's stream captures.
+func TestSubjectIsTheBucketStream(t *testing.T) {
+	_, _, h := natstest.StartProvisioned(t)
+	st, err := h.State.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		t.Fatalf("bucket status is a %T", st)
+	}
+	got := state.New(h.State).Subject("k1")
+	subjects := bs.StreamInfo().Config.Subjects
+	if len(subjects) != 1 || got != strings.TrimSuffix(subjects[0], ">")+"k1" {
+		t.Errorf("subject %q, bucket stream subjects %q", got, subjects)
+	}
+}

@@ -9,8 +9,6 @@ import (
 	"regexp"
 
 	"github.com/wneessen/go-mail"
-
-	"github.com/mailrelay/mailrelay/internal/config"
 )
 
 // Steps name where a send failed (Error.Step).
@@ -38,11 +36,20 @@ var (
 	// is never sent in plain text instead.
 	ErrStartTLSUnsupported = errors.New("server does not offer STARTTLS, which EMAIL_USE_TLS requires; nothing was sent in plain text")
 
-	// ErrInsecureAuth is returned by NewSMTP when credentials would travel
-	// in clear text to a host that is not loopback. It is
-	// config.ErrSMTPInsecureAuth, the refusal config.Load words for
-	// EMAIL_USE_TLS: one rule, one error.
-	ErrInsecureAuth = config.ErrSMTPInsecureAuth
+	// The ways SMTP credentials are refused (SMTPAuth.Check), by NewSMTP
+	// and, in its own words for the variables, by config.Load. Their texts
+	// name the variables; they never hold a credential.
+
+	// ErrPasswordWithoutUser: a password but no user. Django would
+	// silently send without AUTH; mailrelay refuses, since a password says
+	// the operator meant to authenticate.
+	ErrPasswordWithoutUser = errors.New("EMAIL_HOST_PASSWORD is set but EMAIL_HOST_USER is not: SMTP AUTH needs both; set EMAIL_HOST_USER, or unset the password to send without AUTH")
+	// ErrUserWithoutPassword: a user but no password, which would either
+	// skip AUTH silently or send an empty password.
+	ErrUserWithoutPassword = errors.New("EMAIL_HOST_USER is set but EMAIL_HOST_PASSWORD is not: SMTP AUTH needs both; set the password (or EMAIL_HOST_PASSWORD_FILE), or unset EMAIL_HOST_USER to send without AUTH")
+	// ErrInsecureAuth: credentials would travel in clear text to a host
+	// that is not loopback.
+	ErrInsecureAuth = errors.New("SMTP credentials would travel in clear text: enable EMAIL_USE_TLS or EMAIL_USE_SSL, or set MAILRELAY_SMTP_INSECURE_AUTH=true to allow it")
 )
 
 // codeAuthRequired is the reply to MAIL FROM when the relay wants AUTH and

@@ -18,10 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailrelay/mailrelay/compose"
-	"github.com/mailrelay/mailrelay/internal/config"
 )
 
-// Security says how the SMTP connection is protected.
+// Security says how the SMTP connection is protected. It is the one type
+// for it: config parses EMAIL_USE_TLS and EMAIL_USE_SSL into it, and the
+// status API and the start-up log print its String.
 type Security int
 
 // The ways to protect the SMTP connection.
@@ -57,15 +58,15 @@ const quitTimeout = 2 * time.Second
 // SMTPConfig configures the SMTP backend.
 type SMTPConfig struct {
 	// Host is the relay host name or IP address; required. It follows
-	// EMAIL_HOST's rule (config.NormalizeHost): an IPv6 address may be
-	// bracketed, "[::1]" is dialled as ::1.
+	// NormalizeHost, EMAIL_HOST's rule: an IPv6 address may be bracketed,
+	// "[::1]" is dialled as ::1.
 	Host     string
 	Port     int      // 0 = 25 (465 with SecuritySSL)
 	Security Security // SecurityNone, SecurityStartTLS or SecuritySSL
 
 	// Username and Password authenticate with AUTH (PLAIN, or LOGIN when
 	// the server offers only that). They go together, as EMAIL_HOST_USER
-	// and EMAIL_HOST_PASSWORD do (config.SMTPAuth): both set means AUTH,
+	// and EMAIL_HOST_PASSWORD do (SMTPAuth): both set means AUTH,
 	// neither means none, and one without the other is refused.
 	Username string
 	Password string
@@ -125,11 +126,12 @@ type SMTP struct {
 }
 
 // NewSMTP checks cfg and returns an SMTP backend; it does not connect yet.
-// The host and credentials are checked with the functions config.Load
-// applies to EMAIL_* (config.NormalizeHost, config.SMTPAuth), so the two
+// The host and credentials are checked with NormalizeHost and
+// SMTPAuth.Check, the functions config.Load applies to EMAIL_*, so the two
 // never disagree on them: NewSMTP refuses what is not a host name or IP
-// address, a username without a password or the reverse, and AUTH without
-// TLS to a host that is not loopback unless cfg.InsecureAuth is set
+// address, a username without a password or the reverse
+// (ErrPasswordWithoutUser, ErrUserWithoutPassword), and AUTH without TLS to
+// a host that is not loopback unless cfg.InsecureAuth is set
 // (ErrInsecureAuth). log may be nil. Close must be called to stop the
 // janitor goroutine.
 func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
@@ -137,7 +139,7 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 		log = zap.NewNop()
 	}
 	var problems []error
-	host, ok := config.NormalizeHost(cfg.Host)
+	host, ok := NormalizeHost(cfg.Host)
 	switch {
 	case cfg.Host == "":
 		problems = append(problems, errors.New("no host (EMAIL_HOST)"))
@@ -172,7 +174,7 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 	if poolSize < 0 {
 		problems = append(problems, fmt.Errorf("pool size %d is negative", cfg.PoolSize))
 	}
-	auth := config.SMTPAuth{
+	auth := SMTPAuth{
 		Host:         host,
 		User:         cfg.Username,
 		HasPassword:  cfg.Password != "",

@@ -1,4 +1,4 @@
-package config
+package transport
 
 import (
 	"errors"
@@ -67,11 +67,11 @@ func TestSMTPAuthCheck(t *testing.T) {
 		{"both in clear text, allowed", SMTPAuth{Host: "smtp.example.com", User: "u", HasPassword: true, InsecureAuth: true}, nil, true},
 		{"both in clear text to loopback", SMTPAuth{Host: "127.0.0.1", User: "u", HasPassword: true}, nil, true},
 		{"both in clear text to bracketed loopback", SMTPAuth{Host: "[::1]", User: "u", HasPassword: true}, nil, true},
-		{"both in clear text to a remote host", SMTPAuth{Host: "smtp.example.com", User: "u", HasPassword: true}, ErrSMTPInsecureAuth, true},
-		{"password without user", SMTPAuth{Host: "smtp.example.com", HasPassword: true, TLS: true}, ErrSMTPPasswordWithoutUser, false},
-		{"password without user, in clear text", SMTPAuth{Host: "smtp.example.com", HasPassword: true}, ErrSMTPPasswordWithoutUser, false},
-		{"user without password", SMTPAuth{Host: "smtp.example.com", User: "u", TLS: true}, ErrSMTPUserWithoutPassword, false},
-		{"user without password, loopback", SMTPAuth{Host: "localhost", User: "u"}, ErrSMTPUserWithoutPassword, false},
+		{"both in clear text to a remote host", SMTPAuth{Host: "smtp.example.com", User: "u", HasPassword: true}, ErrInsecureAuth, true},
+		{"password without user", SMTPAuth{Host: "smtp.example.com", HasPassword: true, TLS: true}, ErrPasswordWithoutUser, false},
+		{"password without user, in clear text", SMTPAuth{Host: "smtp.example.com", HasPassword: true}, ErrPasswordWithoutUser, false},
+		{"user without password", SMTPAuth{Host: "smtp.example.com", User: "u", TLS: true}, ErrUserWithoutPassword, false},
+		{"user without password, loopback", SMTPAuth{Host: "localhost", User: "u"}, ErrUserWithoutPassword, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
