@@ -153,10 +153,7 @@ func (p Policy) StaleReason() string { return fmt.Sprintf("older than %s", p.Sta
 // classification, see transport.Error). Every other failure is temporary,
 // a dropped connection (no reply code, the mail may or may not be out)
 // included.
-func Permanent(err error) bool {
-	var e *transport.Error
-	return errors.As(err, &e) && !e.Temporary
-}
+func Permanent(err error) bool { return transport.IsPermanent(err) }
 
 // SlowDown reports whether err is an SMTP answer that means "slow down":
 // 421 (service not available, closing), 454 (temporary failure, often
