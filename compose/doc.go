@@ -1,5 +1,5 @@
 // Package compose turns one notification event into one plain-text mail
-// (CONTRACT.md §5): subject, body, and every header the relay sends, as a
+// (docs/contract.md §5): subject, body, and every header the relay sends, as a
 // Message value that the transport renders.
 //
 // Compose is pure: the event, a Config and the time of sending go in, a

@@ -57,7 +57,7 @@ func formatAddress(a Address) string {
 	return `"` + r.Replace(a.Name) + `" <` + a.Email + ">"
 }
 
-// checkMessage asserts every rule of CONTRACT.md §5 that holds for any
+// checkMessage asserts every rule of docs/contract.md §5 that holds for any
 // input: header values one line and bounded, subject at most 160 runes,
 // body lines at most 78 runes (except the line holding only link), valid
 // UTF-8 throughout, and a rendering that net/mail parses back to the same

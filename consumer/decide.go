@@ -12,7 +12,7 @@ import (
 
 // Facts is what is known about one delivery when it is decided. A stage
 // fills in what Decide asks for (Decision.Step) and decides again, so the
-// rules run in the contract's order (docs/contract.md §4, §9.2) while
+// rules run in the contract's order (docs/contract.md §4) while
 // nothing is read that an earlier rule makes unnecessary.
 type Facts struct {
 	Seq      uint64 // stream sequence

@@ -17,7 +17,7 @@ import (
 )
 
 // TestE2EMailHeadersExact: the composed message, sent through the real SMTP
-// path to Mailpit, arrives with the exact headers (CONTRACT §5): for one
+// path to Mailpit, arrives with the exact headers (docs/contract.md §5): for one
 // event per type, what compose.Compose gives for the same From and base URL,
 // and the literal values the contract names. A non-ASCII recipient name and
 // subject survive RFC 2047 encoding. With an http:// base only

@@ -309,7 +309,7 @@ func prefsPut(t testing.TB, serverURL, userID, prefsJSON string) {
 	kvPut(t, serverURL, "notify_prefs", userID, prefsJSON)
 }
 
-// emailState is a notify_email_state record (CONTRACT §4).
+// emailState is a notify_email_state record (docs/contract.md §4).
 type emailState struct {
 	State     string    `json:"state"`
 	Type      string    `json:"type"`

@@ -108,8 +108,8 @@ func TestReadyzFollowsNATS(t *testing.T) {
 	})
 }
 
-// The keys of GET /v1/status/email: the transport (CONTRACT §7) and the
-// live figures (README).
+// The keys of GET /v1/status/email: the transport (docs/contract.md §7) and the
+// live figures (docs/contract.md §7).
 var (
 	statusKeys = []string{"mode", "configured", "host", "port", "security", "from", "frontend_base_url", "list_unsubscribe"}
 	liveKeys   = []string{"pending", "ack_pending", "redelivered", "last_send"}

@@ -12,7 +12,7 @@ import (
 
 // TestRelayServeProvisions: a bare JetStream server is enough; `mailrelay
 // serve` creates the stream, the consumer and both buckets, becomes ready,
-// and exits cleanly on SIGTERM (CONTRACT §2, §7).
+// and exits cleanly on SIGTERM (docs/contract.md §2, §7).
 func TestRelayServeProvisions(t *testing.T) {
 	t.Parallel()
 	buildMailrelay(t) // skip or fail before starting any server

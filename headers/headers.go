@@ -1,5 +1,5 @@
 // Package headers builds the header values of a mailrelay notification mail
-// (CONTRACT.md §5) as pure functions: the stable Message-ID, the per-task
+// (docs/contract.md §5) as pure functions: the stable Message-ID, the per-task
 // thread id carried by In-Reply-To and References, List-Id,
 // List-Unsubscribe, and Sanitize, which turns any event text into a single
 // line that can never carry a CR or LF into a header. It also owns the rules

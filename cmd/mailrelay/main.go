@@ -1,5 +1,5 @@
 // Command mailrelay relays notification events from NATS JetStream to
-// email. See the README for the contract it implements.
+// email. docs/contract.md is the contract it implements.
 package main
 
 import (

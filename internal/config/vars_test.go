@@ -11,7 +11,7 @@ import (
 	"github.com/caarlos0/env/v11"
 )
 
-// contractVars is every variable shared/CONTRACT.md names (§6, and
+// contractVars is every variable docs/contract.md names (§6, and
 // MAILRELAY_MAX_EVENT_BYTES from §3), with the defaults it fixes.
 var contractVars = map[string]string{
 	"EMAIL_BACKEND":                "smtp",
