@@ -11,6 +11,7 @@ import (
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -101,7 +102,9 @@ func BenchmarkRender(b *testing.B) {
 
 type fakePrefs struct{ on bool }
 
-func (p fakePrefs) EmailEnabled(context.Context, string, event.Type) (bool, error) { return p.on, nil }
+func (p fakePrefs) Email(context.Context, string, event.Type) (prefs.Answer, error) {
+	return prefs.Answer{On: p.on}, nil
+}
 
 // fakeLedger has no records and accepts every write, encoding it as the
 // real store does.

@@ -282,6 +282,8 @@ type Observer interface {
 	InFlight(delta int)
 	Advisory(result string)
 	LedgerWriteFailed() // a ledger write failed for good (after its retries)
+	Failed(op string)   // a read of the ledger or the preferences failed (op: ledger_read, prefs_read)
+	PrefsInvalid()      // a stored preference is not valid (read as off)
 }
 
 type nopObserver struct{}
@@ -291,3 +293,5 @@ func (nopObserver) Sent(time.Duration, error) {}
 func (nopObserver) InFlight(int)              {}
 func (nopObserver) Advisory(string)           {}
 func (nopObserver) LedgerWriteFailed()        {}
+func (nopObserver) Failed(string)             {}
+func (nopObserver) PrefsInvalid()             {}

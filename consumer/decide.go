@@ -48,9 +48,10 @@ type LedgerFacts struct {
 
 // PrefsFacts is the recipient's Email preference for the event's type.
 type PrefsFacts struct {
-	Read bool
-	On   bool
-	Err  error // the lookup failed
+	Read    bool
+	On      bool
+	Problem string // why a broken preference reads as off; "" when valid
+	Err     error  // the lookup failed
 }
 
 // ClaimFacts is the state of this delivery's "sending" claim.
@@ -183,6 +184,11 @@ func Decide(f Facts, p policy.Policy) Decision {
 	case f.Invalid != nil:
 		return invalid(f)
 	}
+	if err := f.Event.TooFarAhead(f.Now); err != nil {
+		// A clock far ahead would keep it from ever going stale.
+		f.Invalid = err
+		return invalid(f)
+	}
 	if !f.Claim.Stored {
 		if d, ok := beforeClaim(f, p); ok {
 			return d
@@ -208,7 +214,7 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 	case f.Stopping:
 		return act(Nak, 0, reasonShutdown), true
 	case f.Claim.Err != nil:
-		return act(Nak, p.LedgerRetryDelay, "ledger unavailable: "+f.Claim.Err.Error()), true
+		return unavailable(f, p, "ledger unavailable: "+f.Claim.Err.Error()), true
 	case f.Claim.Conflicts >= policy.ClaimConflicts:
 		return act(Nak, p.RetryDelay(1), "another delivery of this notification keeps changing its state"), true
 	case !l.Read && (f.Delivery > 1 || f.Claim.Conflicts > 0):
@@ -217,7 +223,7 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		// skip's create-only write does too.
 		return Decision{Step: ReadLedger}, true
 	case l.Err != nil:
-		return act(Nak, p.LedgerRetryDelay, "ledger unavailable: "+l.Err.Error()), true
+		return unavailable(f, p, "ledger unavailable: "+l.Err.Error()), true
 	case l.Record.State.Done():
 		return act(Ack, 0, "already "+string(l.Record.State)), true
 	case p.Stale(f.Event.OccurredAt, f.Now):
@@ -225,7 +231,12 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 	case !f.Prefs.Read:
 		return Decision{Step: ReadPrefs}, true
 	case f.Prefs.Err != nil:
-		return act(Nak, p.LedgerRetryDelay, "preferences unavailable: "+f.Prefs.Err.Error()), true
+		return unavailable(f, p, "preferences unavailable: "+f.Prefs.Err.Error()), true
+	case !f.Prefs.On && f.Prefs.Problem != "":
+		// Off, as the contract says, but "broken" is told apart from "off".
+		d := skip(f, state.SkippedOptedOut, "email is off: the preferences are not valid: "+f.Prefs.Problem)
+		d.Write.Record.Error = "preferences not valid: " + f.Prefs.Problem
+		return d, true
 	case !f.Prefs.On:
 		return skip(f, state.SkippedOptedOut, "email is off for this user and type"), true
 	case !f.Event.HasEmail():
@@ -255,6 +266,25 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 	// an earlier delivery of this message (a crash after claiming), or an
 	// expired claim of another copy.
 	return Decision{}, false
+}
+
+// unavailable releases a delivery that could not read or write what it
+// needs, for a retry after LedgerRetryDelay. The last delivery records why
+// instead: it ends inbox_only with the real reason, where a release would
+// leave only the max-deliveries advisory's "max deliveries reached". A
+// record it cannot have read is written only if the id has none.
+func unavailable(f Facts, p policy.Policy, reason string) Decision {
+	if f.Delivery < policy.MaxDeliver {
+		return act(Nak, p.LedgerRetryDelay, reason)
+	}
+	r, mode := f.Ledger.Record, Put
+	if !f.Ledger.Read || f.Ledger.Err != nil {
+		mode = Create
+	}
+	return Decision{Step: Act, Action: Term, Reason: reason, Write: &Write{Mode: mode, Key: f.Event.ID,
+		Record: state.Record{State: state.InboxOnly, Type: string(f.Event.Type), Recipient: f.Event.Recipient.ID,
+			Attempts: r.Attempts, MessageID: r.MessageID, StreamSeq: f.Seq, UpdatedAt: f.Now,
+			Error: fmt.Sprintf("%s (on delivery %d of %d)", reason, f.Delivery, policy.MaxDeliver)}}}
 }
 
 // claimRecord is the "sending" claim of this delivery.

@@ -97,6 +97,11 @@ func TestDecide(t *testing.T) {
 			f.Ledger = LedgerFacts{Read: true, Err: errors.New("timeout")}
 			return f
 		}(), want{action: Nak, delay: p.LedgerRetryDelay, reason: "ledger unavailable: timeout"}},
+		{"ledger unreadable on the last delivery: inbox_only with the real reason", func() Facts {
+			f := redelivery(baseFacts(), policy.MaxDeliver)
+			f.Ledger = LedgerFacts{Read: true, Err: errors.New("bucket not found")}
+			return f
+		}(), want{action: Term, reason: "ledger unavailable: bucket not found", mode: Create, key: "n1", state: state.InboxOnly}},
 		{"already sent", withRecord(redelivery(baseFacts(), 2), state.Record{State: state.Sent, Attempts: 1}, 3),
 			want{action: Ack, reason: "already sent"}},
 		{"already inbox_only", withRecord(redelivery(baseFacts(), 2), state.Record{State: state.InboxOnly, Attempts: 3}, 3),
@@ -116,11 +121,31 @@ func TestDecide(t *testing.T) {
 			f.Prefs = PrefsFacts{Read: true, Err: errors.New("no responders")}
 			return f
 		}(), want{action: Nak, delay: p.LedgerRetryDelay, reason: "preferences unavailable"}},
+		{"preferences unreadable on the last delivery: inbox_only with the real reason", func() Facts {
+			f := withRecord(redelivery(baseFacts(), policy.MaxDeliver), state.Record{State: state.Retrying, Attempts: 0, Error: "x"}, 4)
+			f.Prefs = PrefsFacts{Read: true, Err: errors.New("no responders")}
+			return f
+		}(), want{action: Term, reason: "preferences unavailable: no responders", mode: Put, key: "n1", state: state.InboxOnly}},
 		{"opted out, first delivery: created only if the id has no record", func() Facts {
 			f := baseFacts()
 			f.Prefs = PrefsFacts{Read: true}
 			return f
 		}(), want{action: Ack, reason: "email is off", mode: Create, key: "n1", state: state.SkippedOptedOut}},
+		{"broken preference: off, and the record says why", func() Facts {
+			f := baseFacts()
+			f.Prefs = PrefsFacts{Read: true, Problem: `notify_prefs["u1"].email["task.assigned"] is "yes", not a boolean`}
+			return f
+		}(), want{action: Ack, reason: "the preferences are not valid", mode: Create, key: "n1", state: state.SkippedOptedOut}},
+		{"occurred_at more than 24h ahead of the clock: invalid", func() Facts {
+			f := baseFacts()
+			f.Event.OccurredAt = testNow.Add(25 * time.Hour)
+			return f
+		}(), want{action: Term, reason: "ahead of the relay's clock", mode: Create, key: "n1", fallback: "seq.7", state: state.Invalid}},
+		{"occurred_at 23h ahead: decided as usual", func() Facts {
+			f := baseFacts()
+			f.Event.OccurredAt = testNow.Add(23 * time.Hour)
+			return f
+		}(), want{step: ReadPrefs}},
 		{"opted out, redelivery: retrying keeps its attempts", func() Facts {
 			f := withRecord(redelivery(baseFacts(), 2), retrying, 4)
 			f.Prefs = PrefsFacts{Read: true}
@@ -276,6 +301,9 @@ func TestDecide(t *testing.T) {
 			}
 			if got.Record.State == state.Sending && got.Record.Delivery != tc.facts.Delivery {
 				t.Errorf("claim delivery %d, want %d", got.Record.Delivery, tc.facts.Delivery)
+			}
+			if tc.facts.Prefs.Problem != "" && !strings.Contains(got.Record.Error, tc.facts.Prefs.Problem) {
+				t.Errorf("record error %q does not say why the preferences are off", got.Record.Error)
 			}
 			if (got.Record.State == state.InboxOnly || got.Record.State == state.Invalid) && got.Record.Error == "" {
 				t.Errorf("%s record without a reason", got.Record.State)

@@ -24,6 +24,7 @@ import (
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -35,9 +36,10 @@ type Sender interface {
 	Send(ctx context.Context, m *compose.Message) error
 }
 
-// Prefs answers whether a user wants email for a notification type.
+// Prefs answers whether a user wants email for a notification type, and
+// when the stored preference is broken, why it reads as off.
 type Prefs interface {
-	EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error)
+	Email(ctx context.Context, user string, t event.Type) (prefs.Answer, error)
 }
 
 // Ledger is the per-notification state store (notify_email_state). Writes
@@ -59,6 +61,24 @@ type Ledger interface {
 	// delete marker); Swap with revision 0 tells those apart.
 	CreateAsync(key string, rec state.Record) (state.Pending, error)
 }
+
+// Healer is told when a read or a write of the relay's streams and buckets
+// fails (a lost connection, a bucket deleted at runtime) and checks them,
+// provisioning again what is missing; Wait blocks until the relay is whole
+// again or ctx ends. A delivery that meets such a failure waits for the
+// heal, kept from redelivery, instead of spending one of its deliveries.
+type Healer interface {
+	Trouble(err error)
+	Wait(ctx context.Context) error
+}
+
+// errNoHealer: without a Healer, a failed read is decided at once.
+var errNoHealer = errors.New("no healer")
+
+type nopHealer struct{}
+
+func (nopHealer) Trouble(error)              {}
+func (nopHealer) Wait(context.Context) error { return errNoHealer }
 
 // ComposeFunc composes the mail of an event at a given time.
 type ComposeFunc func(ev *event.Event, now time.Time) (*compose.Message, error)
@@ -114,6 +134,7 @@ type Handler struct {
 	obs      Observer
 	limiter  Limiter
 	throttle *Throttle
+	healer   Healer
 	act      *actor
 }
 
@@ -132,6 +153,10 @@ func WithObserver(o Observer) Option { return func(h *Handler) { h.obs = o } }
 // WithLimiter paces sends.
 func WithLimiter(l Limiter) Option { return func(h *Handler) { h.limiter = l } }
 
+// WithHealer lets deliveries that meet a lost connection or a missing
+// bucket wait for the relay to heal.
+func WithHealer(hl Healer) Option { return func(h *Handler) { h.healer = hl } }
+
 // WithThrottle replaces the default back-pressure (the policy's slow-down pauses).
 func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t } }
 
@@ -139,7 +164,7 @@ func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t
 func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose ComposeFunc, opts ...Option) *Handler {
 	cfg.Policy = withDefaults(cfg.Policy)
 	h := &Handler{cfg: cfg, policy: cfg.Policy, sender: sender, prefs: prefs, ledger: ledger, compose: compose,
-		now: time.Now, log: zap.NewNop(), obs: nopObserver{}}
+		now: time.Now, log: zap.NewNop(), obs: nopObserver{}, healer: nopHealer{}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -224,14 +249,26 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 		d := Decide(j.f, h.policy)
 		switch d.Step {
 		case ReadLedger:
-			r, rev, err := h.ledger.Get(ctx, j.f.Event.ID)
-			if errors.Is(err, state.ErrNotFound) {
-				err = nil
-			}
+			var r state.Record
+			var rev uint64
+			err := h.healing(ctx, "ledger_read", func() (err error) {
+				r, rev, err = h.ledger.Get(ctx, j.f.Event.ID)
+				if errors.Is(err, state.ErrNotFound) {
+					err = nil
+				}
+				return err
+			})
 			j.f.Ledger = LedgerFacts{Read: true, Record: r, Rev: rev, Err: err}
 		case ReadPrefs:
-			on, err := h.prefs.EmailEnabled(ctx, j.f.Event.Recipient.ID, j.f.Event.Type)
-			j.f.Prefs = PrefsFacts{Read: true, On: on, Err: err}
+			var a prefs.Answer
+			err := h.healing(ctx, "prefs_read", func() (err error) {
+				a, err = h.prefs.Email(ctx, j.f.Event.Recipient.ID, j.f.Event.Type)
+				return err
+			})
+			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, Err: err}
+			if a.Problem != "" {
+				h.obs.PrefsInvalid()
+			}
 		case Compose:
 			m, err := h.compose(j.f.Event, j.f.Now)
 			if err != nil {
@@ -251,6 +288,28 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 			return d
 		default:
 			return d
+		}
+	}
+}
+
+// healing runs read, and while it fails (and the relay is shutting down
+// no more than ctx says), reports the failure to the healer and waits for
+// the heal, within policy.HealWait; then it tries again. It returns the
+// last failure when the heal did not come. Failures are counted.
+func (h *Handler) healing(ctx context.Context, op string, read func() error) error {
+	deadline := time.Now().Add(policy.HealWait)
+	for {
+		err := read()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		h.obs.Failed(op)
+		h.healer.Trouble(err)
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		werr := h.healer.Wait(wctx)
+		cancel()
+		if werr != nil {
+			return err
 		}
 	}
 }

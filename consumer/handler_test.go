@@ -14,6 +14,7 @@ import (
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -157,8 +158,8 @@ func (l *memLedger) get(key string) (state.Record, bool) {
 
 type memPrefs map[string]map[event.Type]bool
 
-func (p memPrefs) EmailEnabled(_ context.Context, user string, t event.Type) (bool, error) {
-	return p[user][t], nil
+func (p memPrefs) Email(_ context.Context, user string, t event.Type) (prefs.Answer, error) {
+	return prefs.Answer{On: p[user][t]}, nil
 }
 
 type fakeSender struct {

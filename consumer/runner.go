@@ -111,6 +111,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // and the drained iterator is empty, the iterator failed for good, or the
 // shutdown timeout ran out.
 func (r *Runner) pull(ctx context.Context, it jetstream.MessagesContext, s *stages, timeout *shutdownTimer) error {
+	failures := 0 // in a row: the first is logged, the rest only at debug level
 	for {
 		// Take a slot before the next delivery: the iterator is read only
 		// when there is room for what it gives.
@@ -137,7 +138,13 @@ func (r *Runner) pull(ctx context.Context, it jetstream.MessagesContext, s *stag
 			case ctx.Err() != nil:
 				return nil // stopping, and nothing more to finish
 			}
-			r.log.Warn("pull failed", zap.Error(err))
+			if failures == 0 {
+				r.log.Warn("pull failed", zap.Error(err))
+			} else {
+				r.log.Debug("pull failed again", zap.Error(err), zap.Int("failures", failures+1))
+			}
+			failures++
+			r.h.healer.Trouble(err) // the consumer may be gone with a server that came back empty
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				it.Stop()
 				return fmt.Errorf("consumer gone: %w", err)
@@ -147,6 +154,10 @@ func (r *Runner) pull(ctx context.Context, it jetstream.MessagesContext, s *stag
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
+		}
+		if failures > 0 {
+			r.log.Info("pull recovered", zap.Int("failures", failures))
+			failures = 0
 		}
 		if !s.add(msg, timeout.expired) {
 			s.releaseSlot()

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -42,6 +43,17 @@ const (
 	SubjectPrefix = "notify."
 	// DefaultMaxBytes is the default size limit of one encoded event (64 KiB).
 	DefaultMaxBytes = 64 << 10
+	// MaxClockSkew is how far occurred_at may lie ahead of the relay's clock
+	// (contract §3); TooFarAhead applies it.
+	MaxClockSkew = 24 * time.Hour
+)
+
+// RFC 5321 §4.5.3.1 size limits of recipient.email, in octets. The path
+// limit of 256 counts the angle brackets, so the address itself has 254.
+const (
+	maxLocalPart = 64
+	maxDomain    = 255
+	maxAddress   = 254
 )
 
 // Sentinel errors. Validation errors wrap ErrInvalid, so errors.Is(err,
@@ -165,7 +177,7 @@ func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
 	if dec.More() {
 		return partialID(data), invalidf("event has trailing data after the JSON object")
 	}
-	if err := ev.Validate(); err != nil {
+	if err := ev.validate(ev.OccurredAt.IsZero() && hasOccurredAt(data)); err != nil {
 		if !ValidID(ev.ID) {
 			return nil, err
 		}
@@ -189,10 +201,26 @@ func partialID(data []byte) *Event {
 	return &Event{ID: probe.ID}
 }
 
+// hasOccurredAt reports whether data gives occurred_at a value other than
+// null: only the raw message tells an absent time from the zero time, which
+// decode to the same time.Time.
+func hasOccurredAt(data []byte) bool {
+	var probe struct {
+		OccurredAt json.RawMessage `json:"occurred_at"`
+	}
+	return json.Unmarshal(data, &probe) == nil && len(probe.OccurredAt) > 0 && string(probe.OccurredAt) != "null"
+}
+
 // Validate checks the event against the rules of the contract's §3 (all but
-// the size and subject rules, which need the raw message). The error names
-// the first field that breaks a rule and wraps ErrInvalid.
-func (e *Event) Validate() error {
+// the size and subject rules, which need the raw message, and the clock
+// rule, which needs the relay's clock: TooFarAhead). The error names the
+// first field that breaks a rule and wraps ErrInvalid. A zero OccurredAt is
+// "required": in a Go value it means the time was not set.
+func (e *Event) Validate() error { return e.validate(false) }
+
+// validate is Validate; zeroTimeGiven says the message held the zero time
+// itself, which is "not a valid time" rather than "required".
+func (e *Event) validate(zeroTimeGiven bool) error {
 	def := lookup(e.Type)
 	switch {
 	case e.ID == "":
@@ -203,6 +231,8 @@ func (e *Event) Validate() error {
 		return invalidf("type is required")
 	case def == nil:
 		return invalidf("type %q is not one of %s", truncate(string(e.Type), 64), typeList())
+	case e.OccurredAt.IsZero() && zeroTimeGiven:
+		return invalidf("occurred_at: %s is the zero time, not a valid time", e.OccurredAt.UTC().Format(time.RFC3339))
 	case e.OccurredAt.IsZero():
 		return invalidf("occurred_at is required (RFC 3339)")
 	case e.Recipient.ID == "":
@@ -213,8 +243,8 @@ func (e *Event) Validate() error {
 		return invalidf("task.id is required")
 	case !ValidTaskID(e.Task.ID):
 		return invalidf("task.id must match %s", taskIDExpr)
-	case strings.TrimSpace(e.Task.Title) == "":
-		return invalidf("task.title is required")
+	case !HasVisible(e.Task.Title):
+		return required("task.title", e.Task.Title, "")
 	}
 	if e.Recipient.Email != "" {
 		if err := checkAddress(e.Recipient.Email); err != nil {
@@ -225,13 +255,70 @@ func (e *Event) Validate() error {
 	return def.check(e)
 }
 
-// checkAddress accepts one bare address (no display name, no list).
+// checkAddress accepts one bare address (no display name, no list) within
+// the RFC 5321 size limits, which an SMTP server may otherwise refuse only
+// after the relay has spent its attempts.
 func checkAddress(s string) error {
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Name != "" || a.Address != s || strings.ContainsAny(s, "\r\n") {
 		return invalidf("recipient.email is not an email address")
 	}
+	at := strings.LastIndexByte(s, '@') // a quoted local part may hold '@', a domain may not
+	for _, l := range []struct {
+		what     string
+		n, limit int
+	}{
+		{"the local part", at, maxLocalPart},
+		{"the domain", len(s) - at - 1, maxDomain},
+		{"the address", len(s), maxAddress},
+	} {
+		if l.n > l.limit {
+			return invalidf("recipient.email: %s is %d octets, over the limit of %d (RFC 5321)", l.what, l.n, l.limit)
+		}
+	}
 	return nil
+}
+
+// TooFarAhead returns an error wrapping ErrInvalid when occurred_at lies
+// more than MaxClockSkew after now, the relay's clock: such a time is a
+// publisher's mistake, and an event dated in the future would never go
+// stale. It returns nil otherwise. Decode does not apply it, so that
+// decoding needs no clock.
+func (e *Event) TooFarAhead(now time.Time) error {
+	if e.OccurredAt.After(now.Add(MaxClockSkew)) {
+		return invalidf("occurred_at: %s is more than %gh ahead of the relay's clock (%s)",
+			e.OccurredAt.Format(time.RFC3339Nano), MaxClockSkew.Hours(), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// HasVisible reports whether s holds at least one visible character: one
+// that is not white space, a control or format character (zero-width
+// spaces and joiners, bidi controls, tags), a variation selector, another
+// default-ignorable code point (the Hangul fillers among them) or U+2800
+// BRAILLE PATTERN BLANK, which renders as a blank and is a common filler.
+// A required text without one is treated as empty (contract §3).
+func HasVisible(s string) bool {
+	for _, r := range s {
+		if !invisible(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func invisible(r rune) bool {
+	return r == '\u2800' || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zs, unicode.Zl, unicode.Zp,
+		unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+}
+
+// required is the error of a required text that is empty or has no visible
+// character; suffix follows the field's name (e.g. " for mention").
+func required(name, s, suffix string) error {
+	if s == "" {
+		return invalidf("%s is required%s", name, suffix)
+	}
+	return invalidf("%s is required%s: it has no visible character", name, suffix)
 }
 
 func validDate(s string) bool {

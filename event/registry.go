@@ -39,7 +39,8 @@ type Section string
 
 // The sections a type may require or carry.
 const (
-	// SectionComment is "comment", with a body that is not blank.
+	// SectionComment is "comment", with a body that has a visible
+	// character (HasVisible).
 	SectionComment Section = "comment"
 	// SectionChange is "change": a field (planned_start or planned_end)
 	// and its old and new dates, each a date or null.
@@ -94,8 +95,11 @@ func (d *Def) check(e *Event) error {
 func (s Section) check(e *Event) error {
 	switch s {
 	case SectionComment:
-		if e.Comment == nil || strings.TrimSpace(e.Comment.Body) == "" {
+		if e.Comment == nil {
 			return invalidf("comment.body is required for %s", e.Type)
+		}
+		if !HasVisible(e.Comment.Body) {
+			return required("comment.body", e.Comment.Body, " for "+string(e.Type))
 		}
 	case SectionChange:
 		if e.Change == nil {

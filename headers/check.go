@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -34,9 +35,9 @@ func CheckFrom(email string) error {
 
 // CheckBaseURL returns nil when base is usable as the frontend base URL of
 // deep links and List-Unsubscribe: an absolute http(s) URL with a host, no
-// user info, query or fragment, in printable ASCII without a backslash or a
-// character that would end a <URL> in a header (ListUnsubscribe accepts
-// it). A trailing "/" is allowed. The error says what is wrong, naming the URL.
+// user info, query or fragment, a port (if any) from 1 to 65535, in
+// printable ASCII without a backslash or a character that would end a <URL>
+// in a header (ListUnsubscribe accepts it). A trailing "/" is allowed. The error says what is wrong, naming the URL.
 func CheckBaseURL(base string) error {
 	if v, _ := ListUnsubscribe(base); v == "" || strings.IndexByte(base, '\\') >= 0 {
 		return fmt.Errorf("base URL %q is not an absolute http(s) URL", base)
@@ -46,8 +47,20 @@ func CheckBaseURL(base string) error {
 			return fmt.Errorf("base URL %q must be ASCII with no query or fragment", base)
 		}
 	}
-	if u, err := url.Parse(base); err != nil || u.Hostname() == "" || u.User != nil {
+	u, err := url.Parse(base)
+	if err != nil || u.Hostname() == "" || u.User != nil {
 		return fmt.Errorf("base URL %q must be an absolute http(s) URL with a host and no user info", base)
 	}
+	// url.Parse only checks that a port is digits; 99999 would land in
+	// every mail as a link that cannot work.
+	if p := u.Port(); strings.HasSuffix(u.Host, ":") || p != "" && !validPort(p) {
+		return fmt.Errorf("base URL %q has a port that is not a number from 1 to 65535", base)
+	}
 	return nil
+}
+
+// validPort reports whether s is a decimal port from 1 to 65535.
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
 }

@@ -36,6 +36,15 @@ func TestCheckFrom(t *testing.T) {
 	}
 }
 
+// TestCheckBaseURLPort: a port outside 1–65535 is refused with a message
+// that says so.
+func TestCheckBaseURLPort(t *testing.T) {
+	err := CheckBaseURL("https://app.example.com:99999")
+	if err == nil || !strings.Contains(err.Error(), `base URL "https://app.example.com:99999" has a port that is not a number from 1 to 65535`) {
+		t.Errorf("CheckBaseURL = %v, want the port named", err)
+	}
+}
+
 func TestCheckBaseURL(t *testing.T) {
 	tests := []struct {
 		name, base string
@@ -62,6 +71,16 @@ func TestCheckBaseURL(t *testing.T) {
 		{"non-ASCII", "https://bücher.example", false},
 		{"DEL", "https://app.example.com/\x7f", false},
 		{"bad escape", "https://app.example.com/%zz", false},
+		{"port 1", "https://app.example.com:1/", true},
+		{"port 65535", "https://app.example.com:65535", true},
+		{"IPv6 with port", "http://[::1]:8080/app", true},
+		{"port 0", "https://app.example.com:0", false},
+		{"port 65536", "https://app.example.com:65536", false},
+		{"port 99999", "https://app.example.com:99999", false},
+		{"huge port", "https://app.example.com:99999999999999999999/", false},
+		{"empty port", "https://app.example.com:/", false},
+		{"IPv6 with empty port", "http://[::1]:/app", false},
+		{"signed port", "https://app.example.com:+80", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package prefs
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,12 +12,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Cache answers EmailEnabled from memory, kept current by a watch on the
-// bucket (KeyValue.WatchAll: the latest value of every key first, then every
-// change), so that deciding a notification costs no round trip to the
-// server. It has the semantics of Store.EmailEnabled: a missing user, a
-// missing type, a deleted or purged key, or a value that is not valid JSON
-// means off.
+// Cache answers Email and EmailEnabled from memory, kept current by a watch
+// on the bucket (KeyValue.WatchAll: the latest value of every key first,
+// then every change), so that deciding a notification costs no round trip
+// to the server. It has the semantics of Store.Email: a missing user, a missing
+// type, a deleted or purged key, or a broken value means off (a value that
+// is not a JSON object with an "email" object for every type, an entry that
+// is not a boolean for its type alone).
 //
 // Only "on" is answered from memory; "off" is confirmed with a direct read,
 // so that a user who has just turned Email on never misses a mail because
@@ -77,25 +77,34 @@ func (c *Cache) current() *view {
 // EmailEnabled reports whether user turned Email on for t, like
 // Store.EmailEnabled. Only a failed direct read is an error.
 func (c *Cache) EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error) {
+	a, err := c.Email(ctx, user, t)
+	return a.On, err
+}
+
+// Email returns user's preference for t, like Store.Email. "On" comes from
+// memory when the watch is healthy; "off", and with it the Problem of a
+// broken value, always comes from a direct read. Only a failed direct read
+// is an error.
+func (c *Cache) Email(ctx context.Context, user string, t event.Type) (Answer, error) {
 	v := c.current()
 	if v == nil {
-		return c.store.EmailEnabled(ctx, user, t)
+		return c.store.Email(ctx, user, t)
 	}
 	if !t.Valid() {
-		return false, nil
+		return Answer{}, nil
 	}
 	v.mu.RLock()
 	on := slices.Contains(v.m[user], t)
 	v.mu.RUnlock()
 	if on {
-		return true, nil
+		return Answer{On: true}, nil
 	}
 	// "Off" is confirmed with a direct read: an update on its way down the
 	// watch must not make a user who just turned Email on miss a mail.
 	// Mail is sent on the common path (on) without a round trip; a user who
 	// just turned Email off may still get mail for as long as the update
 	// takes to arrive (milliseconds).
-	return c.store.EmailEnabled(ctx, user, t)
+	return c.store.Email(ctx, user, t)
 }
 
 // Run watches the bucket until ctx ends, rebuilding the watch after the
@@ -210,16 +219,16 @@ func (v *view) apply(e jetstream.KeyValueEntry, lock bool) {
 }
 
 // parseSet reads a stored value as Store.Get does, as the registered types
-// that are on; a value that is not valid JSON is all off. A type registered
-// after the value arrived reads as off here, and so is confirmed by a
-// direct read.
+// that are on; a broken value is all off, a broken entry off for its type.
+// A type registered after the value arrived reads as off here, and so is
+// confirmed by a direct read.
 func parseSet(b []byte) []event.Type {
-	var p Prefs
-	if err := json.Unmarshal(b, &p); err != nil {
+	v := parse("", b)
+	if v.problem != "" {
 		return nil
 	}
 	var set []event.Type
-	for t, on := range p.Email {
+	for t, on := range v.prefs.Email {
 		if d, ok := event.Lookup(t); on && ok {
 			set = append(set, d.Type) // the registry's string: the decoded key is not kept
 		}

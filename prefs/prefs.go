@@ -1,13 +1,18 @@
 // Package prefs owns the notify_prefs bucket: per user, which notification
 // types the user wants by email (contract §4). Email is opt-in: a missing
-// user, a missing type or an unreadable value means off.
+// user, a missing type or an unreadable value means off. Each entry of
+// "email" stands on its own: one that is not a boolean is off for its type
+// alone, and the lookup says why (Answer.Problem).
 package prefs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,8 +29,20 @@ type Prefs struct {
 // Enabled reports whether Email is on for t.
 func (p Prefs) Enabled(t event.Type) bool { return p.Email[t] }
 
-// ErrBadValue: the stored value is not valid preferences JSON (read as off).
-var ErrBadValue = errors.New("preferences value is not valid JSON")
+// Answer is a user's preference for one type.
+type Answer struct {
+	// On is true when the user turned Email on for the type.
+	On bool
+	// Problem is "" when the stored value is valid for the type (or there
+	// is none), else why it is off although the user may have meant on,
+	// e.g. `notify_prefs["u1"].email["mention"] is "yes", not a boolean`.
+	// It is short and never holds the whole value.
+	Problem string
+}
+
+// ErrBadValue: the stored value is not a JSON object with an "email"
+// object, so every type reads as off.
+var ErrBadValue = errors.New("preferences value is not valid")
 
 // Store reads and writes preferences. Reads go to the bucket every time, so
 // a change takes effect on the next notification.
@@ -37,8 +54,10 @@ type Store struct {
 func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
 // Get returns the preferences of user and the entry's revision (0 when the
-// user has none). A value that is not valid JSON yields empty preferences
-// and an error wrapping ErrBadValue; other errors are lookup failures.
+// user has none). A value that is not a JSON object with an "email" object
+// yields empty preferences and an error wrapping ErrBadValue that says what
+// is wrong; an entry of "email" that is not a boolean is left out (it reads
+// as off) without an error. Other errors are lookup failures.
 func (s *Store) Get(ctx context.Context, user string) (Prefs, uint64, error) {
 	e, err := s.kv.Get(ctx, user)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -47,29 +66,128 @@ func (s *Store) Get(ctx context.Context, user string) (Prefs, uint64, error) {
 	if err != nil {
 		return Prefs{}, 0, fmt.Errorf("prefs lookup %q: %w", user, err)
 	}
-	var p Prefs
-	if err := json.Unmarshal(e.Value(), &p); err != nil {
-		return Prefs{}, e.Revision(), fmt.Errorf("prefs %q: %w", user, ErrBadValue)
+	v := parse(user, e.Value())
+	if v.problem != "" {
+		return Prefs{}, e.Revision(), fmt.Errorf("%w: %s", ErrBadValue, v.problem)
 	}
-	return p, e.Revision(), nil
+	return v.prefs, e.Revision(), nil
+}
+
+// Email returns user's preference for t, with the reason when a broken
+// value turns it off. Only a failed lookup is an error.
+func (s *Store) Email(ctx context.Context, user string, t event.Type) (Answer, error) {
+	e, err := s.kv.Get(ctx, user)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Answer{}, nil
+	}
+	if err != nil {
+		return Answer{}, fmt.Errorf("prefs lookup %q: %w", user, err)
+	}
+	return parse(user, e.Value()).answer(t), nil
 }
 
 // EmailEnabled reports whether user turned Email on for t. Only a failed
 // lookup is an error; a bad value is off.
 func (s *Store) EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error) {
-	p, _, err := s.Get(ctx, user)
-	if errors.Is(err, ErrBadValue) {
-		return false, nil
+	a, err := s.Email(ctx, user, t)
+	return a.On, err
+}
+
+// value is a stored preference read entry by entry.
+type value struct {
+	prefs Prefs // the entries of "email" that are booleans
+	// problem says why the whole value is unusable; "" when it is usable.
+	problem string
+	// broken says, per key of "email" whose value is not a boolean, why.
+	broken map[event.Type]string
+}
+
+// answer is the preference for t.
+func (v value) answer(t event.Type) Answer {
+	if v.problem != "" {
+		return Answer{Problem: v.problem}
 	}
-	if err != nil {
-		return false, err
+	if p, ok := v.broken[t]; ok {
+		return Answer{Problem: p}
 	}
-	return p.Enabled(t), nil
+	return Answer{On: v.prefs.Enabled(t)}
+}
+
+// parse reads a stored value. The "email" key matches as encoding/json
+// matches Prefs' field; null, for "email" or for one of its entries, means
+// the same as absent (off, no problem).
+func parse(user string, b []byte) value {
+	name := fmt.Sprintf("notify_prefs[%q]", user)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil || top == nil {
+		if !json.Valid(b) {
+			return value{problem: name + " is not valid JSON"}
+		}
+		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", name, describe(b))}
+	}
+	var raw struct {
+		Email json.RawMessage `json:"email"`
+	}
+	_ = json.Unmarshal(b, &raw) // cannot fail: b is an object
+	if len(raw.Email) == 0 || string(raw.Email) == "null" {
+		return value{}
+	}
+	var entries map[event.Type]json.RawMessage
+	if err := json.Unmarshal(raw.Email, &entries); err != nil {
+		return value{problem: fmt.Sprintf("%s.email is %s, not an object", name, describe(raw.Email))}
+	}
+	v := value{prefs: Prefs{Email: make(map[event.Type]bool, len(entries))}}
+	for t, r := range entries {
+		var on bool
+		switch {
+		case string(r) == "null":
+		case json.Unmarshal(r, &on) == nil:
+			v.prefs.Email[t] = on
+		default:
+			if v.broken == nil {
+				v.broken = map[event.Type]string{}
+			}
+			v.broken[t] = fmt.Sprintf("%s.email[%s] is %s, not a boolean", name, strconv.QuoteToASCII(string(t)), describe(r))
+		}
+	}
+	return v
+}
+
+// describe names a JSON value for a problem text: a short string or
+// number as itself (ASCII-quoted, so the text stays printable), anything
+// else by its kind, so that a problem never repeats a long value.
+func describe(r []byte) string {
+	r = bytes.TrimSpace(r)
+	if len(r) == 0 {
+		return "empty"
+	}
+	switch r[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 'n':
+		return "null"
+	case '"':
+		var s string
+		if json.Unmarshal(r, &s) != nil || utf8.RuneCountInString(s) > 32 {
+			return "a string"
+		}
+		return strconv.QuoteToASCII(s)
+	case 't', 'f':
+		return "a boolean"
+	}
+	if len(r) > 32 {
+		return "a number"
+	}
+	return string(r)
 }
 
 // Set changes the given types for user and keeps the others, with a
 // compare-and-set so concurrent writers do not lose each other's changes.
-// A stored value that is not valid JSON is replaced.
+// A stored value that is not a JSON object with an "email" object is
+// replaced, and entries of "email" that are not booleans are dropped: both
+// read as off already.
 func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]bool) (Prefs, error) {
 	if !event.ValidID(user) {
 		return Prefs{}, event.CheckID(fmt.Sprintf("user id %q", user), user)

@@ -272,6 +272,7 @@ func TestLoadGood(t *testing.T) {
 		}},
 		{"nats url without scheme", map[string]string{"NATS_URL": "localhost:4222"}, func(t *testing.T, c *Config) {}},
 		{"nats url websocket", map[string]string{"NATS_URL": "wss://nats.example.com/ws"}, func(t *testing.T, c *Config) {}},
+		{"nats url ports 1 and 65535", map[string]string{"NATS_URL": "nats://a:1,tls://b:65535"}, func(t *testing.T, c *Config) {}},
 		{"nats creds and tls files", map[string]string{"NATS_CREDS": file, "NATS_CA": file, "NATS_CERT": file, "NATS_KEY": file}, func(t *testing.T, c *Config) {
 			if c.NATS.Creds != file || c.NATS.Cert != file {
 				t.Errorf("nats %+v", c.NATS)
@@ -456,6 +457,10 @@ func TestLoadBad(t *testing.T) {
 		{"frontend user info", map[string]string{"FRONTEND_BASE_URL": "https://u@app.example.com"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
 		{"frontend space", map[string]string{"FRONTEND_BASE_URL": "https://app.example.com/a b"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
 		{"frontend angle bracket", map[string]string{"FRONTEND_BASE_URL": "https://app.example.com/>"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
+		{"frontend port 99999", map[string]string{"FRONTEND_BASE_URL": "https://app.example.com:99999"}, "FRONTEND_BASE_URL",
+			`FRONTEND_BASE_URL: "https://app.example.com:99999" is not an absolute http(s) URL with a host, an optional port from 1 to 65535`},
+		{"frontend port 0", map[string]string{"FRONTEND_BASE_URL": "http://localhost:0/app"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
+		{"frontend empty port", map[string]string{"FRONTEND_BASE_URL": "https://app.example.com:/"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
 		{"insecure auth not a boolean", map[string]string{"MAILRELAY_SMTP_INSECURE_AUTH": "please"}, "MAILRELAY_SMTP_INSECURE_AUTH", `"please" is not a boolean`},
 		{"list id without dot", map[string]string{"MAILRELAY_LIST_ID": "notifications"}, "MAILRELAY_LIST_ID", `MAILRELAY_LIST_ID: "notifications" is not a list identifier`},
 		{"list id unclosed bracket", map[string]string{"MAILRELAY_LIST_ID": "Acme <n.example.com"}, "MAILRELAY_LIST_ID", "is not a list identifier"},
@@ -467,6 +472,11 @@ func TestLoadBad(t *testing.T) {
 		{"nats url http", map[string]string{"NATS_URL": "http://nats:4222"}, "NATS_URL", `NATS_URL: "http://nats:4222" is not a NATS server URL`},
 		{"nats url bad port", map[string]string{"NATS_URL": "nats://a:4222,nats://b:99999"}, "NATS_URL", `NATS_URL: "nats://b:99999" is not a NATS server URL`},
 		{"nats url no host", map[string]string{"NATS_URL": "nats://"}, "NATS_URL", "is not a NATS server URL"},
+		{"nats url port 0", map[string]string{"NATS_URL": "nats://host:0"}, "NATS_URL", `NATS_URL: "nats://host:0" is not a NATS server URL like nats://host:4222 (a port from 1 to 65535)`},
+		{"nats url port 70000", map[string]string{"NATS_URL": "nats://host:70000"}, "NATS_URL", `NATS_URL: "nats://host:70000" is not a NATS server URL`},
+		{"nats url bare host, port 70000", map[string]string{"NATS_URL": "host:70000"}, "NATS_URL", `NATS_URL: "host:70000" is not a NATS server URL`},
+		{"nats url websocket port 65536", map[string]string{"NATS_URL": "wss://nats.example.com:65536/ws"}, "NATS_URL", "is not a NATS server URL"},
+		{"nats url empty port", map[string]string{"NATS_URL": "nats://host:"}, "NATS_URL", `NATS_URL: "nats://host:" is not a NATS server URL`},
 		{"nats url only commas", map[string]string{"NATS_URL": ", ,"}, "NATS_URL", "is not a NATS server URL"},
 		{"nats creds missing", map[string]string{"NATS_CREDS": missing}, "NATS_CREDS", `NATS_CREDS: cannot read "` + missing + `": no such file or directory`},
 		{"nats nkey missing", map[string]string{"NATS_NKEY": missing}, "NATS_NKEY", "cannot read"},

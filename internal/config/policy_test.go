@@ -50,7 +50,8 @@ func TestFromAndBaseURLAgreeWithCompose(t *testing.T) {
 	froms := []string{"notify@example.com", "Acme <notify@example.com>", `"Acme, Inc." <notify@example.com>`,
 		`"a b"@example.com`, `Acme <"a<b"@example.com>`, "notify", "a@b@c", "<notify@example.com>"}
 	bases := []string{"https://app.example.com/", "http://localhost:3000/app", "HTTPS://app.example.com", "https://:80",
-		`https://app.example.com/a\b`, "https://app.example.com/?x", "https://u@app.example.com", "ftp://x"}
+		`https://app.example.com/a\b`, "https://app.example.com/?x", "https://u@app.example.com", "ftp://x",
+		"https://app.example.com:99999", "https://app.example.com:65535/"}
 	check := func(t *testing.T, env map[string]string) {
 		t.Helper()
 		c, loadErr := Load(getenv(env))

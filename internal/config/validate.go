@@ -393,7 +393,8 @@ func validFrom(s string) bool {
 }
 
 // validNATSURL reports whether s is a server URL nats.go accepts: nats, tls,
-// ws or wss with a host and an optional port; a bare host[:port] means nats.
+// ws or wss with a host and an optional port from 1 to 65535; a bare
+// host[:port] means nats.
 func validNATSURL(s string) bool {
 	if !strings.Contains(s, "://") {
 		s = "nats://" + s
@@ -409,6 +410,9 @@ func validNATSURL(s string) bool {
 		}
 	case "ws", "wss":
 	default:
+		return false
+	}
+	if strings.HasSuffix(u.Host, ":") { // "host:" has a colon but no port
 		return false
 	}
 	return u.Port() == "" || validPort(u.Port(), 1)

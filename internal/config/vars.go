@@ -73,7 +73,7 @@ var vars = []Var{
 		Accepts: "an email address like notify@example.com or Acme <notify@example.com>",
 		Help:    "From address of every message. Its domain also names Message-IDs and, by default, the List-Id."},
 	{Name: "FRONTEND_BASE_URL",
-		Accepts: "an absolute http(s) URL with a host and no user, query or fragment, like https://app.example.com",
+		Accepts: "an absolute http(s) URL with a host, an optional port from 1 to 65535 and no user, query or fragment, like https://app.example.com",
 		Help:    "Base URL of the web app. Enables deep links and List-Unsubscribe (one-click List-Unsubscribe-Post only with https). Empty: mail carries neither."},
 	{Name: "MAILRELAY_SMTP_INSECURE_AUTH", Default: "false",
 		Accepts: acceptsBool,
@@ -89,7 +89,7 @@ var vars = []Var{
 		Help:    "Most characters of a comment or mention quoted in a mail before it is cut with an ellipsis."},
 
 	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222",
-		Accepts: "a NATS server URL like nats://host:4222, or a comma-separated list of them",
+		Accepts: "a NATS server URL like nats://host:4222 (a port from 1 to 65535), or a comma-separated list of them",
 		Help:    "NATS server(s) to connect to. serve --embedded listens on the host:port of the first one."},
 	{Name: "NATS_CREDS",
 		Accepts: acceptsFile,

@@ -19,9 +19,10 @@ import (
 
 // Config wires the handlers to the running relay.
 type Config struct {
-	// Ready reports whether the relay is connected to NATS and bound to
-	// its consumer.
-	Ready func() bool
+	// Ready reports whether the relay can do its work (connected to NATS,
+	// its streams, consumers and buckets present, bound to its consumer)
+	// and, when not, why: /readyz answers 503 with that reason.
+	Ready func() (bool, string)
 	// Status returns the /v1/status/email body.
 	Status func() any
 	// AdminToken guards /v1/status/email; "" answers 403 to everyone.
@@ -36,11 +37,15 @@ func Handler(c Config) http.Handler {
 		text(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if c.Ready != nil && c.Ready() {
-			text(w, http.StatusOK, "ready")
+		if c.Ready == nil {
+			text(w, http.StatusServiceUnavailable, "not ready")
 			return
 		}
-		text(w, http.StatusServiceUnavailable, "not ready")
+		if ok, why := c.Ready(); !ok {
+			text(w, http.StatusServiceUnavailable, "not ready: "+why)
+			return
+		}
+		text(w, http.StatusOK, "ready")
 	})
 	if c.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{}))

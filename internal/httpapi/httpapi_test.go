@@ -21,7 +21,13 @@ func TestEndpoints(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_test_total", Help: "t"})
 	reg.MustRegister(c)
 	c.Inc()
-	h := Handler(Config{Ready: ready.Load, AdminToken: "s3cret-token", Registry: reg,
+	readyFn := func() (bool, string) {
+		if ready.Load() {
+			return true, ""
+		}
+		return false, "NATS unreachable"
+	}
+	h := Handler(Config{Ready: readyFn, AdminToken: "s3cret-token", Registry: reg,
 		Status: func() any { return map[string]any{"mode": "smtp", "port": 587} }})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -34,6 +40,7 @@ func TestEndpoints(t *testing.T) {
 	}{
 		{name: "healthz", method: "GET", path: "/healthz", wantCode: 200},
 		{name: "readyz not ready", method: "GET", path: "/readyz", wantCode: 503},
+		{name: "readyz not ready says why", method: "GET", path: "/readyz", wantCode: 503, wantBody: "not ready: NATS unreachable"},
 		{name: "readyz ready", method: "GET", path: "/readyz", ready: true, wantCode: 200},
 		{name: "metrics", method: "GET", path: "/metrics", wantCode: 200, wantBody: "mailrelay_test_total 1"},
 		{name: "status without token", method: "GET", path: "/v1/status/email", wantCode: 401},

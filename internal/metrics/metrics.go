@@ -30,6 +30,9 @@ type Metrics struct {
 	retries        prometheus.Counter
 	advisories     *prometheus.CounterVec
 	ledgerFailures prometheus.Counter
+	readFailures   *prometheus.CounterVec
+	prefsInvalid   prometheus.Counter
+	ready          *prometheus.GaugeVec
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	redelivered    prometheus.Gauge
@@ -45,11 +48,13 @@ type LastSend struct {
 	Result string    `json:"result"`
 }
 
-// ConsumerFigures are the durable consumer's live counts.
+// ConsumerFigures are the durable consumer's live counts. When the last
+// poll failed they are zero and Error says why (never figures from before).
 type ConsumerFigures struct {
 	Pending     uint64 `json:"pending"`
 	AckPending  int    `json:"ack_pending"`
 	Redelivered int    `json:"redelivered"`
+	Error       string `json:"consumer_error,omitempty"`
 }
 
 // New registers every metric on a fresh registry, with build info.
@@ -73,6 +78,12 @@ func New(version string) *Metrics {
 			Help: "Max-deliveries advisories handled, by result."}, []string{"result"}),
 		ledgerFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_ledger_write_failures_total",
 			Help: "Ledger writes (notify_email_state) that failed after their retries: the delivery was released for a retry, or, after a send, acked with its record left sending."}),
+		readFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_read_failures_total",
+			Help: "Reads that failed: op ledger_read (notify_email_state) or prefs_read (notify_prefs). Each is retried once the relay has healed."}, []string{"op"}),
+		prefsInvalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_prefs_invalid_total",
+			Help: "Preference lookups that met a stored value that is not valid (read as off; the record's error says why)."}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailrelay_ready",
+			Help: "1 when the relay can do its work (what /readyz answers), else 0; reason says why not (one series at a time)."}, []string{"reason"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_pending",
 			Help: "Messages of NOTIFY not yet delivered to the mailrelay consumer."}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_ack_pending",
@@ -85,7 +96,7 @@ func New(version string) *Metrics {
 	build.Set(1)
 	m.initSeries()
 	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
-		m.advisories, m.ledgerFailures, m.pending, m.ackPending, m.redelivered, build,
+		m.advisories, m.ledgerFailures, m.readFailures, m.prefsInvalid, m.ready, m.pending, m.ackPending, m.redelivered, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -109,6 +120,10 @@ func (m *Metrics) initSeries() {
 	for _, result := range []string{"inbox_only", "already_final", "gone", "ignored"} {
 		m.advisories.WithLabelValues(result)
 	}
+	for _, op := range []string{"ledger_read", "prefs_read"} {
+		m.readFailures.WithLabelValues(op)
+	}
+	m.SetReady("starting")
 }
 
 // Outcome implements consumer.Observer.
@@ -156,6 +171,23 @@ func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
 // Advisory implements consumer.Observer.
 func (m *Metrics) Advisory(result string) { m.advisories.WithLabelValues(result).Inc() }
 
+// Failed implements consumer.Observer.
+func (m *Metrics) Failed(op string) { m.readFailures.WithLabelValues(op).Inc() }
+
+// PrefsInvalid implements consumer.Observer.
+func (m *Metrics) PrefsInvalid() { m.prefsInvalid.Inc() }
+
+// SetReady sets mailrelay_ready: reason "" is ready (1), any other reason
+// not ready (0). Only the current reason has a series.
+func (m *Metrics) SetReady(reason string) {
+	m.ready.Reset()
+	if reason == "" {
+		m.ready.WithLabelValues("").Set(1)
+		return
+	}
+	m.ready.WithLabelValues(reason).Set(0)
+}
+
 // LedgerWriteFailed implements consumer.Observer.
 func (m *Metrics) LedgerWriteFailed() { m.ledgerFailures.Inc() }
 
@@ -181,15 +213,18 @@ func (m *Metrics) PollConsumer(ctx context.Context, c jetstream.Consumer, interv
 		ictx, cancel := context.WithTimeout(ctx, interval)
 		info, err := c.Info(ictx)
 		cancel()
+		var f ConsumerFigures
 		if err == nil {
-			f := ConsumerFigures{Pending: info.NumPending, AckPending: info.NumAckPending, Redelivered: info.NumRedelivered}
-			m.pending.Set(float64(f.Pending))
-			m.ackPending.Set(float64(f.AckPending))
-			m.redelivered.Set(float64(f.Redelivered))
-			m.mu.Lock()
-			m.info = f
-			m.mu.Unlock()
+			f = ConsumerFigures{Pending: info.NumPending, AckPending: info.NumAckPending, Redelivered: info.NumRedelivered}
+		} else {
+			f.Error = err.Error()
 		}
+		m.pending.Set(float64(f.Pending))
+		m.ackPending.Set(float64(f.AckPending))
+		m.redelivered.Set(float64(f.Redelivered))
+		m.mu.Lock()
+		m.info = f
+		m.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,24 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Shutdown()
 	s.WaitForShutdown()
+	s.start()
+}
+
+// RestartEmpty stops the server, wipes its storage and starts it again on
+// the same port: a server that comes back without its streams and buckets.
+func (s *Server) RestartEmpty() {
+	s.t.Helper()
+	s.Shutdown()
+	s.WaitForShutdown()
+	entries, err := os.ReadDir(s.opts.StoreDir)
+	if err != nil {
+		s.t.Fatalf("wipe %s: %v", s.opts.StoreDir, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.opts.StoreDir, e.Name())); err != nil {
+			s.t.Fatalf("wipe: %v", err)
+		}
+	}
 	s.start()
 }
 

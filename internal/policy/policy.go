@@ -44,6 +44,10 @@ const (
 	// ClaimConflicts is how many compare-and-set conflicts one delivery
 	// meets on its claim before it gives up for a retry delay.
 	ClaimConflicts = 3
+	// HealWait is how long a delivery that met a lost connection or a
+	// missing bucket waits (kept from redelivery) for the relay to heal
+	// before it is released, spending one of its deliveries.
+	HealWait = time.Minute
 )
 
 // DefaultRetryDelays are the delays before attempt 2 and attempt 3.

@@ -68,11 +68,43 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		log.Info("embedded JetStream server running", zap.String("url", srv.ClientURL()), zap.String("data_dir", cfg.JetStream.DataDir))
 	}
 
-	nc, err := Connect(cfg.NATS, "mailrelay", log, true)
+	// The HTTP listener comes first: /healthz answers while the process
+	// runs, and /readyz says why the relay is not ready yet (NATS
+	// unreachable or refusing it, provisioning under way).
+	m := metrics.New(o.Version)
+	hl := newHealth(log, m.SetReady)
+	api := httpapi.Handler(httpapi.Config{
+		Ready:      hl.Ready,
+		AdminToken: cfg.HTTP.AdminToken.Reveal(),
+		Registry:   m.Registry,
+		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := httpapi.Serve(gctx, cfg.HTTP.Addr, api, log)
+		if err != nil {
+			return fmt.Errorf("http listener %s: %w", cfg.HTTP.Addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error { hl.run(gctx); return nil })
+	g.Go(func() error { return relay(gctx, cfg, o, log, m, hl, sender, composer) })
+	return g.Wait()
+}
+
+// relay connects, provisions and runs the consumer, the advisory
+// processor and the healer until ctx ends.
+func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, m *metrics.Metrics, hl *health,
+	sender Sender, composer *compose.Composer) error {
+	hr := newHealer(hl, ProvisionOptions(cfg), log) // its js is set once connected, before it runs
+	hl.set(srcNATS, problem{"nats_connecting", "connecting to NATS at " + redactedURL(cfg.NATS)})
+	// On every (re)connect the healer looks for what is missing: a server
+	// can come back empty.
+	nc, err := Connect(cfg.NATS, "mailrelay", log, true, hl.connHooks(cfg.NATS, hr.check))
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer func() { hl.stop(); nc.Close() }()
 	// Ledger writes are published asynchronously (state.Store.PutAsync and
 	// SwapAsync); the timeout ends every pending one, stored or not, after
 	// which it is retried synchronously.
@@ -80,15 +112,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	h, err := provisionUntil(ctx, js, ProvisionOptions(cfg), log)
+	hr.js = js
+	h, err := provisionUntil(ctx, js, ProvisionOptions(cfg), log, hl)
 	if err != nil {
 		return err
 	}
+	hl.set(srcProvision, problem{})
 	log.Info("provisioned", zap.String("stream", provision.Stream), zap.String("consumer", provision.Consumer),
 		zap.Int("replicas", cfg.JetStream.Replicas))
 
-	m := metrics.New(o.Version)
-	hopts := []consumer.Option{consumer.WithLogger(log), consumer.WithObserver(m)}
+	hopts := []consumer.Option{consumer.WithLogger(log), consumer.WithObserver(m), consumer.WithHealer(hr)}
 	if cfg.Relay.MaxRate > 0 {
 		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
 	}
@@ -100,37 +133,28 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.Compose, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
-
-	ready := func() bool { return nc.IsConnected() && runner.Bound() }
-	api := httpapi.Handler(httpapi.Config{
-		Ready:      ready,
-		AdminToken: cfg.HTTP.AdminToken.Reveal(),
-		Registry:   m.Registry,
-		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
+	hl.setProbe(func() problem {
+		if !runner.Bound() {
+			return problem{"not_bound", "not bound to the consumer " + provision.Consumer}
+		}
+		return problem{}
 	})
+	var consuming, advising loop
+	hr.restart = func() { consuming.restart(); advising.restart() }
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		err := httpapi.Serve(gctx, cfg.HTTP.Addr, api, log)
-		if err != nil {
-			return fmt.Errorf("http listener %s: %w", cfg.HTTP.Addr, err)
-		}
-		return nil
-	})
+	g.Go(func() error { hr.run(gctx); return nil })
 	g.Go(func() error { m.PollConsumer(gctx, h.Consumer, 5*time.Second); return nil })
 	g.Go(func() error { return prefCache.Run(gctx) })
-	g.Go(func() error { return keepRunning(gctx, "advisories", log, advisories.Run) })
+	g.Go(func() error { return advising.run(gctx, "advisories", log, advisories.Run) })
 	g.Go(func() error {
 		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
-		return keepRunning(gctx, "consumer", log, func(ctx context.Context) error {
-			if err := runner.Run(ctx); err != nil {
-				// the consumer may have been deleted: provision again before the retry
-				if _, perr := provision.Provision(ctx, js, ProvisionOptions(cfg)); perr != nil {
-					log.Warn("re-provision failed", zap.Error(perr))
-				}
-				return err
+		return consuming.run(gctx, "consumer", log, func(ctx context.Context) error {
+			err := runner.Run(ctx)
+			if err != nil {
+				hr.check() // the consumer may have been deleted
 			}
-			return nil
+			return err
 		})
 	})
 	err = g.Wait()
@@ -169,7 +193,7 @@ func keepRunning(ctx context.Context, name string, log *zap.Logger, f func(conte
 
 // provisionUntil provisions, retrying while the server is unreachable or
 // not ready, until ctx ends.
-func provisionUntil(ctx context.Context, js jetstream.JetStream, po provision.Options, log *zap.Logger) (*provision.Handles, error) {
+func provisionUntil(ctx context.Context, js jetstream.JetStream, po provision.Options, log *zap.Logger, hl *health) (*provision.Handles, error) {
 	pause := 250 * time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -184,7 +208,11 @@ func provisionUntil(ctx context.Context, js jetstream.JetStream, po provision.Op
 		if _, isAPI := errors.AsType[*jetstream.APIError](err); isAPI && !provision.NotReady(err) {
 			return nil, err // a real refusal: bad config, permissions
 		}
-		log.Warn("JetStream not ready, retrying", zap.Error(err), zap.Duration("pause", pause))
+		// Said once by the health log (and /readyz), not at every retry.
+		if hl.get(srcNATS) == (problem{}) {
+			hl.set(srcProvision, problem{"provisioning", "provisioning failed, retrying: " + err.Error()})
+		}
+		log.Debug("JetStream not ready, retrying", zap.Error(err), zap.Duration("pause", pause))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -295,16 +323,27 @@ func startEmbedded(cfg *config.Config) (interface {
 // Connect dials NATS with the configured credentials. With wait, it keeps
 // trying in the background when the server is not up yet, and always
 // reconnects after a loss.
-func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn, error) {
+func Connect(c config.NATS, name string, log *zap.Logger, wait bool, hooks ...connHooks) (*nats.Conn, error) {
+	var hk connHooks
+	if len(hooks) > 0 {
+		hk = hooks[0]
+	}
+	hk.defaults()
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// Credentials can be fixed on the server while the relay waits:
+		// keep trying after a refusal (the health log says it once).
+		nats.IgnoreAuthErrorAbort(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: a close we asked for
-				log.Warn("NATS disconnected", zap.Error(err))
+				hk.lost(err)
 			}
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { hk.failed(err) }),
+		nats.ConnectHandler(func(*nats.Conn) { hk.connected() }),
+		nats.ClosedHandler(func(*nats.Conn) { hk.closed() }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
@@ -314,6 +353,7 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+			hk.connected()
 		}),
 	}
 	if wait {
@@ -344,7 +384,36 @@ func Connect(c config.NATS, name string, log *zap.Logger, wait bool) (*nats.Conn
 	}
 	nc, err := nats.Connect(strings.Join(c.Servers(), ","), opts...)
 	if err != nil {
+		if refused(err) {
+			return nil, fmt.Errorf("connect to NATS: %s: %w", refusedText(c), err)
+		}
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
+	if nc.IsConnected() {
+		hk.connected()
+	}
 	return nc, nil
+}
+
+// connHooks are told what becomes of the connection.
+type connHooks struct {
+	connected func()          // connected, or reconnected
+	lost      func(err error) // disconnected by an error
+	failed    func(err error) // a connect or reconnect attempt failed
+	closed    func()          // closed for good
+}
+
+func (h *connHooks) defaults() {
+	if h.connected == nil {
+		h.connected = func() {}
+	}
+	if h.lost == nil {
+		h.lost = func(error) {}
+	}
+	if h.failed == nil {
+		h.failed = func(error) {}
+	}
+	if h.closed == nil {
+		h.closed = func() {}
+	}
 }
