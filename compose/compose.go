@@ -46,7 +46,8 @@ const (
 // holds, in this order, Auto-Submitted, X-Auto-Response-Suppress, List-Id,
 // List-Unsubscribe and List-Unsubscribe-Post (when cfg.BaseURL is set; the
 // latter only for https) and X-Mailrelay-Reason. No header value holds a CR
-// or LF, whatever the event holds.
+// or LF, whatever the event holds, nor an invisible or bidi character
+// (headers.SanitizeHeader); the transport encodes a value holding "=?".
 //
 // Errors: one wrapping event.ErrInvalid for an event that breaks §3,
 // ErrNoAddress, ErrConfig, or a *TemplateError (ErrTemplate). All are
@@ -111,7 +112,7 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 	if err := t.execute(t.subject, buf, data); err != nil {
 		return nil, err
 	}
-	subject := headers.Sanitize(string(buf.b), MaxSubject)
+	subject := headers.SanitizeHeader(string(buf.b), MaxSubject)
 	if subject == "" {
 		return nil, t.emptyError(t.subject, "subject")
 	}
@@ -145,8 +146,8 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 	hs = append(hs, Header{headers.Reason, string(ev.Type)})
 
 	return &Message{
-		From:       s.from,
-		To:         Address{Name: headers.Sanitize(ev.Recipient.Name, maxNameRunes), Email: ev.Recipient.Email},
+		From:       Address{Name: headers.SanitizeHeader(s.from.Name, maxNameRunes), Email: s.from.Email},
+		To:         Address{Name: headers.SanitizeHeader(ev.Recipient.Name, maxNameRunes), Email: ev.Recipient.Email},
 		Subject:    subject,
 		Date:       now,
 		MessageID:  headers.MessageID(ev.ID, domain),

@@ -93,7 +93,9 @@ func wrap(b *strings.Builder, text string, width int, first, cont string) {
 // finishBody turns what a body template rendered into the body of the
 // mail, whatever the template did: valid UTF-8; lines separated by "\n"
 // (CR, CRLF, VT, FF, NEL, U+2028 and U+2029 all end a line); TABs expanded;
-// other control characters removed; trailing spaces trimmed (except on the
+// other control characters and the invisible and bidi characters of
+// headers.IsControl removed (the joiners ZWNJ and ZWJ, harmless, stay);
+// trailing spaces trimmed (except on the
 // "-- " signature line); leading, trailing and repeated blank lines
 // dropped; every line longer than MaxLine re-wrapped at WrapWidth, keeping
 // its indent, quote marks or label alignment on the continuation lines,
@@ -165,8 +167,9 @@ func simple(line []byte) bool {
 
 // cleanLine appends line to dst with invalid UTF-8 replaced by U+FFFD, TABs
 // expanded to the next multiple of 8 columns, control and invisible
-// formatting characters removed and trailing spaces trimmed (except on the
-// signature line "-- ").
+// formatting characters (headers.IsControl: bidi controls, zero width space,
+// tags, … but not the joiners) removed and trailing spaces trimmed (except on
+// the signature line "-- ").
 func cleanLine(dst, line []byte) []byte {
 	col := 0
 	for i := 0; i < len(line); {

@@ -1,8 +1,10 @@
 // Package headers builds the header values of a mailrelay notification mail
 // (docs/contract.md §5) as pure functions: the stable Message-ID, the per-task
 // thread id carried by In-Reply-To and References, List-Id,
-// List-Unsubscribe, and Sanitize, which turns any event text into a single
-// line that can never carry a CR or LF into a header. It also owns the rules
+// List-Unsubscribe, and Sanitize and SanitizeHeader, which turn any event
+// text into a single line that can never carry a CR, LF or (in a header) an
+// invisible or bidi character, with MustEncode and EncodeWords for text
+// shaped like an RFC 2047 encoded-word. It also owns the rules
 // for the From address and the frontend base URL those values are made of
 // (CheckFrom, CheckBaseURL).
 //
@@ -107,7 +109,7 @@ func ThreadID(workspaceID, taskID, fromDomain string) string {
 // "mailrelay notifications <notifications.DOMAIN>".
 func ListID(override, fromDomain string) string {
 	const description = "mailrelay notifications"
-	if o := Sanitize(override, 200); o != "" {
+	if o := SanitizeHeader(override, 200); o != "" {
 		if i := strings.IndexByte(o, '<'); i >= 0 && len(o) > i+2 && strings.HasSuffix(o, ">") &&
 			strings.IndexByte(o[:i], '>') < 0 && !strings.ContainsAny(o[i+1:len(o)-1], "<> ") {
 			return o

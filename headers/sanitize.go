@@ -9,15 +9,17 @@ import (
 // Ellipsis ends a value that Sanitize cut short.
 const Ellipsis = "…"
 
-// Sanitize returns s as one line of plain text, safe for any header value:
+// Sanitize returns s as one line of plain text, safe for any header value
+// once SanitizeHeader's extra rule is applied, and the form event text takes
+// in the body:
 //
 //   - invalid UTF-8 is replaced by U+FFFD (one per run of bad bytes);
 //   - whitespace of every kind (space, TAB, CR, LF, VT, FF, NEL, NBSP, the
 //     Unicode line and paragraph separators U+2028/U+2029, …) becomes a
 //     space, runs of it collapse into one and the ends are trimmed;
-//   - every other control character (C0 incl. NUL, DEL, C1), the bidi
-//     embedding, override and isolate controls and the byte order mark are
-//     removed.
+//   - every other control character (C0 incl. NUL, DEL, C1) and every
+//     invisible or bidi formatting character of IsInvisible except the two
+//     joiners (IsJoiner) is removed.
 //
 // When maxRunes > 0 and the result is longer than maxRunes runes, it is cut
 // at a word boundary (or, for a run without spaces, at a rune that does not
@@ -27,7 +29,15 @@ const Ellipsis = "…"
 //
 // The result never holds a CR, LF or any other control character, and is
 // always valid UTF-8.
-func Sanitize(s string, maxRunes int) string {
+func Sanitize(s string, maxRunes int) string { return sanitize(s, maxRunes, false) }
+
+// SanitizeHeader is Sanitize with the joiners removed too, so that no
+// character of IsInvisible is left: the rule for every header value made of
+// event text (Subject, display names). A value it returns may still hold
+// "=?"; the transport encodes such a value (see MustEncode).
+func SanitizeHeader(s string, maxRunes int) string { return sanitize(s, maxRunes, true) }
+
+func sanitize(s string, maxRunes int, dropJoiners bool) string {
 	if (maxRunes <= 0 || len(s) <= maxRunes) && isClean(s) {
 		return s
 	}
@@ -60,7 +70,7 @@ func Sanitize(s string, maxRunes int) string {
 			space = true
 			bad = false
 			continue
-		case IsControl(r):
+		case IsControl(r), dropJoiners && IsJoiner(r):
 			continue
 		}
 		if space && b.Len() > 0 {
@@ -92,25 +102,53 @@ func IsSpace(r rune) bool {
 }
 
 // IsControl reports whether r is a control or invisible formatting
-// character that never appears in the output of Sanitize: C0 controls
-// (NUL, TAB, LF, CR, …), DEL, C1 controls (NEL, …), the line and paragraph
-// separators U+2028/U+2029, the bidi embedding, override and isolate
-// controls (U+202A–U+202E, U+2066–U+2069), the byte order mark U+FEFF and the
-// non-characters U+FFFE/U+FFFF. (Sanitize turns those that are whitespace
-// into a space and drops the others.)
+// character that never appears in the output of Sanitize, nor in a body
+// line: C0 controls (NUL, TAB, LF, CR, …), DEL, C1 controls (NEL, …), the
+// line and paragraph separators U+2028/U+2029, the non-characters
+// U+FFFE/U+FFFF and every character of IsInvisible except the joiners.
+// (Sanitize turns those that are whitespace into a space and drops the
+// others.)
 func IsControl(r rune) bool {
 	switch {
 	case r < 0x20, r >= 0x7f && r < 0xa0:
 		return true
 	case r == 0x2028, r == 0x2029:
 		return true
-	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+	case r == 0xfffe, r == 0xffff:
 		return true
-	case r == 0xfeff, r == 0xfffe, r == 0xffff:
+	}
+	return IsInvisible(r) && !IsJoiner(r)
+}
+
+// IsInvisible reports whether r is one of the invisible or bidi formatting
+// characters, the one set removed from every header value (SanitizeHeader):
+// the Arabic letter mark U+061C, U+200B–U+200F (zero width space,
+// non-joiner and joiner, LRM, RLM), the bidi embeddings and overrides
+// U+202A–U+202E, U+2060–U+2069 (word joiner, invisible operators, bidi
+// isolates), the byte order mark U+FEFF and the tag block U+E0000–U+E007F.
+// They can hide text, reorder what a reader sees (an "exe" shown as "gnp")
+// or make an empty-looking name; none carries meaning in a subject or a
+// display name.
+func IsInvisible(r rune) bool {
+	switch {
+	case r < 0x61c:
+		return false
+	case r == 0x61c,
+		r >= 0x200b && r <= 0x200f,
+		r >= 0x202a && r <= 0x202e,
+		r >= 0x2060 && r <= 0x2069,
+		r == 0xfeff,
+		r >= 0xe0000 && r <= 0xe007f:
 		return true
 	}
 	return false
 }
+
+// IsJoiner reports whether r is the zero width non-joiner U+200C or joiner
+// U+200D: the only characters of IsInvisible that body text keeps. They
+// change how their neighbours join (Persian and Indic words, emoji
+// sequences such as 👩‍🔧), never the order of the text or what it says.
+func IsJoiner(r rune) bool { return r == 0x200c || r == zwj }
 
 // isClean reports whether s is already what Sanitize would make of it when
 // no cut is needed: printable ASCII, no leading, trailing or double space.

@@ -129,11 +129,23 @@ func FuzzSanitize(f *testing.F) {
 	f.Add("alpha beta gamma", 12)
 	f.Add("e\u0301\u0301\u0301\u0301 \u2028\u2029\x00\xff", 3)
 	f.Add(strings.Repeat("基礎工事 ", 100), 160)
+	f.Add("=?UTF-8?q?Invoice=E2=80=AEgnp.exe?=\u200b\u200d\u061c\U000E0041", 0)
 	f.Fuzz(func(t *testing.T, s string, max int) {
 		if max > 1<<20 {
 			max = 1 << 20
 		}
 		checkSanitized(t, s, max, Sanitize(s, max))
+		// SanitizeHeader: the same properties, and no invisible at all.
+		h := SanitizeHeader(s, max)
+		for _, r := range h {
+			if IsControl(r) || IsInvisible(r) || (IsSpace(r) && r != ' ') {
+				t.Fatalf("SanitizeHeader(%q, %d) = %q holds %U", s, max, h, r)
+			}
+		}
+		if !utf8.ValidString(h) || strings.Contains(h, "  ") || strings.TrimSpace(h) != h ||
+			(max > 0 && utf8.RuneCountInString(h) > max) || SanitizeHeader(h, max) != h {
+			t.Fatalf("SanitizeHeader(%q, %d) = %q: not valid, collapsed, bounded and idempotent", s, max, h)
+		}
 	})
 }
 
@@ -150,5 +162,50 @@ func BenchmarkSanitize(b *testing.B) {
 				Sanitize(s, 280)
 			}
 		})
+	}
+}
+
+func TestSanitizeHeader(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"zero width and marks", "a\u200bb\u200cc\u200dd\u200ee\u200ff", "abcdef"},
+		{"arabic letter mark", "a\u061cb", "ab"},
+		{"bidi overrides and isolates", "Invoice\u202egnp.exe\u202a\u2066x\u2067\u2068\u2069", "Invoicegnp.exex"},
+		{"word joiner and invisible operators", "a\u2060b\u2061\u2062\u2063\u2064\u2065c", "abc"},
+		{"BOM", "\ufeffa", "a"},
+		{"tag block", "a\U000E0000\U000E0041\U000E007Fb", "ab"},
+		{"emoji sequence loses its joiner", "👩🏽\u200d🔧", "👩🏽🔧"},
+		{"joiner between spaces", "a \u200d b", "a b"},
+		{"only invisible", "\u200b\u200d\U000E0041", ""},
+		{"encoded-word kept as text", "=?UTF-8?q?x=0D=0A?=", "=?UTF-8?q?x=0D=0A?="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SanitizeHeader(tt.in, 0); got != tt.want {
+				t.Errorf("SanitizeHeader(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	// The body's rule: the same, but the joiners stay.
+	if got := Sanitize("a\u200bb\u200cc\u200dd\u061ce\U000E0041", 0); got != "ab\u200cc\u200dde" {
+		t.Errorf("Sanitize keeps %q, want only the joiners kept", got)
+	}
+}
+
+// TestInvisibleSet: IsInvisible is exactly the set of the contract (§5),
+// and IsControl holds all of it but the two joiners.
+func TestInvisibleSet(t *testing.T) {
+	in := func(r rune) bool {
+		return r == 0x61c || r >= 0x200b && r <= 0x200f || r >= 0x202a && r <= 0x202e ||
+			r >= 0x2060 && r <= 0x2069 || r == 0xfeff || r >= 0xe0000 && r <= 0xe007f
+	}
+	for r := rune(0); r <= 0x10ffff; r++ {
+		if IsInvisible(r) != in(r) {
+			t.Errorf("IsInvisible(%U) = %v", r, IsInvisible(r))
+		}
+		if in(r) && IsControl(r) == IsJoiner(r) {
+			t.Errorf("IsControl(%U) = %v, IsJoiner %v", r, IsControl(r), IsJoiner(r))
+		}
 	}
 }

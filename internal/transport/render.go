@@ -10,6 +10,7 @@ import (
 	"github.com/wneessen/go-mail"
 
 	"github.com/mailrelay/mailrelay/compose"
+	"github.com/mailrelay/mailrelay/headers"
 )
 
 // reservedHeaders are the fields Render writes itself (or that must never
@@ -32,9 +33,10 @@ var reservedHeaders = []string{
 // go-mail's Subject, Date, Message-ID (compose gives it with angle brackets, go-mail adds its own, so
 // they are stripped here), In-Reply-To, References and the extra Headers.
 // Plain-ASCII values such as "<https://app.example.com/settings/notifications>"
-// come out unchanged. go-mail writes the header fields sorted by name, not
-// in the order of Headers; repeated names are merged into one field,
-// comma-separated.
+// come out unchanged, except a Subject or display name holding "=?", which is
+// always encoded so that it reads literally (see encodeText). go-mail writes
+// the header fields sorted by name, not in the order of Headers; repeated
+// names are merged into one field, comma-separated.
 //
 // Render returns an error for a missing or invalid address, a malformed
 // Message-ID, or a header name that is not a valid field name or is one
@@ -64,7 +66,7 @@ func Render(m *compose.Message) (*mail.Msg, error) {
 		return nil, fmt.Errorf("render To: %w", err)
 	}
 
-	msg.Subject(m.Subject)
+	msg.Subject(encodeText(m.Subject))
 	if !m.Date.IsZero() {
 		msg.SetDateWithValue(m.Date)
 	}
@@ -122,7 +124,27 @@ func mailbox(a compose.Address) (string, error) {
 	if err != nil || p.Name != "" || p.Address != a.Email || strings.ContainsAny(a.Email, "\r\n") {
 		return "", fmt.Errorf("%q is not an email address", a.Email)
 	}
-	return (&netmail.Address{Name: a.Name, Address: a.Email}).String(), nil
+	return (&netmail.Address{Name: encodeText(a.Name), Address: a.Email}).String(), nil
+}
+
+// encodeText returns text for a Subject or display name as go-mail should
+// be given it. go-mail (through mime.WordEncoder) leaves plain ASCII as it
+// is, so ASCII holding "=?" would reach the reader raw and be decoded there
+// (headers.MustEncode); such text is given already encoded, and go-mail
+// passes those ASCII encoded-words through, folding between them.
+//
+// A display name goes through net/mail's Address.String, which puts an
+// ASCII name, encoded-words included, in a quoted-string. RFC 2047 §5 says
+// not to decode there, but lenient readers do (Python's email, checked in
+// compose's spoof tests): they show the literal text. A strict reader shows
+// the encoded-words themselves; none shows what they would decode to.
+// go-mail 0.8.1 writes every address field through Address.String, so there
+// is no way to put a bare encoded-word there without a preformatted To.
+func encodeText(s string) string {
+	if headers.MustEncode(s) {
+		return headers.EncodeWords(s)
+	}
+	return s
 }
 
 // msgID checks a msg-id ("<left@right>", brackets optional) and returns it

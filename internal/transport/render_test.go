@@ -258,3 +258,48 @@ func TestRenderParsesWithNetMail(t *testing.T) {
 		t.Errorf("Date: %v", err)
 	}
 }
+
+// TestRenderEncodesEncodedWordText: a Subject or display name holding "=?"
+// is written as encoded-words even when it is plain ASCII, so that a reader
+// decodes it once, back to the literal text, and never into a CR, LF or a
+// bidi control (headers.MustEncode).
+func TestRenderEncodesEncodedWordText(t *testing.T) {
+	const (
+		bcc = "=?UTF-8?q?x=0D=0ABcc:_evil@evil.example=0D=0A?="
+		rlo = "=?UTF-8?q?Invoice=E2=80=AEgnp.exe?="
+	)
+	tests := []struct {
+		name   string
+		mutate func(*compose.Message)
+		field  string
+		want   string
+	}{
+		{"subject", func(m *compose.Message) { m.Subject = bcc + ` commented on "T"` }, "Subject", bcc + ` commented on "T"`},
+		{"subject non-ASCII", func(m *compose.Message) { m.Subject = "Zoë " + rlo }, "Subject", "Zoë " + rlo},
+		{"to name", func(m *compose.Message) { m.To.Name = rlo }, "To", `"` + rlo + `" <ann@example.com>`},
+		{"from name", func(m *compose.Message) { m.From.Name = bcc }, "From", `"` + bcc + `" <notify@example.com>`},
+	}
+	dec := new(mime.WordDecoder)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testMessage()
+			tt.mutate(m)
+			raw := render(t, m)
+			msg, err := mail.ReadMessage(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatalf("ReadMessage: %v\n%s", err, raw)
+			}
+			value := msg.Header.Get(tt.field)
+			if strings.Contains(value, "=?UTF-8?q?x=0D") || strings.Contains(value, "=?UTF-8?q?Invoice") {
+				t.Errorf("%s carries the text raw: %q", tt.field, value)
+			}
+			got, err := dec.DecodeHeader(value)
+			if err != nil || strings.TrimSpace(got) != tt.want {
+				t.Errorf("%s = %q decodes to %q (%v), want %q", tt.field, value, got, err, tt.want)
+			}
+			if v := msg.Header.Get("Bcc"); v != "" {
+				t.Errorf("Bcc appeared: %q", v)
+			}
+		})
+	}
+}
