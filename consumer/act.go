@@ -21,6 +21,7 @@ type actor struct {
 	policy Policy
 	log    *zap.Logger
 	obs    Observer
+	healer Healer
 }
 
 // errRecordExists: a create without a fallback key met a record.
@@ -124,6 +125,7 @@ func (a *actor) writeFailed(ref Ref, d Decision, err error) Decision {
 		a.log.Error("ledger write failed", zap.String("event_id", ref.EventID),
 			zap.Uint64("stream_seq", ref.StreamSeq), zap.Error(err))
 		a.obs.LedgerWriteFailed()
+		a.healer.Trouble(err) // the bucket may be gone
 	}
 	return AfterWriteFailed(d, exists, a.policy)
 }
@@ -282,7 +284,7 @@ type Observer interface {
 	InFlight(delta int)
 	Advisory(result string)
 	LedgerWriteFailed() // a ledger write failed for good (after its retries)
-	Failed(op string)   // a read of the ledger or the preferences failed (op: ledger_read, prefs_read)
+	Failed(op string)   // a read or a claim failed (op: ledger_read, prefs_read, claim_write)
 	PrefsInvalid()      // a stored preference is not valid (read as off)
 }
 

@@ -171,7 +171,7 @@ func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose C
 	if h.throttle == nil {
 		h.throttle = NewThrottle(h.policy.SlowDownMin, h.policy.SlowDownMax)
 	}
-	h.act = &actor{ledger: ledger, policy: h.policy, log: h.log, obs: h.obs}
+	h.act = &actor{ledger: ledger, policy: h.policy, log: h.log, obs: h.obs, healer: h.healer}
 	return h
 }
 
@@ -191,6 +191,7 @@ type job struct {
 	mail    *compose.Message
 	claim   func() (uint64, error) // the claim's write, once started
 	started time.Time              // when this relay began preparing it (the process's clock)
+	healBy  time.Time              // how long it may still wait for the relay to heal
 }
 
 // ref names j's delivery.
@@ -251,7 +252,7 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 		case ReadLedger:
 			var r state.Record
 			var rev uint64
-			err := h.healing(ctx, "ledger_read", func() (err error) {
+			err := h.healing(ctx, j, "ledger_read", func() (err error) {
 				r, rev, err = h.ledger.Get(ctx, j.f.Event.ID)
 				if errors.Is(err, state.ErrNotFound) {
 					err = nil
@@ -261,7 +262,7 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 			j.f.Ledger = LedgerFacts{Read: true, Record: r, Rev: rev, Err: err}
 		case ReadPrefs:
 			var a prefs.Answer
-			err := h.healing(ctx, "prefs_read", func() (err error) {
+			err := h.healing(ctx, j, "prefs_read", func() (err error) {
 				a, err = h.prefs.Email(ctx, j.f.Event.Recipient.ID, j.f.Event.Type)
 				return err
 			})
@@ -292,25 +293,41 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 	}
 }
 
-// healing runs read, and while it fails (and the relay is shutting down
-// no more than ctx says), reports the failure to the healer and waits for
-// the heal, within policy.HealWait; then it tries again. It returns the
-// last failure when the heal did not come. Failures are counted.
-func (h *Handler) healing(ctx context.Context, op string, read func() error) error {
-	deadline := time.Now().Add(policy.HealWait)
+// healing runs read, and while it fails, reports the failure to the
+// healer and waits for the heal; then it tries again. It returns the last
+// failure when the heal did not come in time. Failures are counted.
+func (h *Handler) healing(ctx context.Context, j *job, op string, read func() error) error {
 	for {
 		err := read()
-		if err == nil || ctx.Err() != nil {
+		if err == nil || !h.healed(ctx, j, op, err) {
 			return err
 		}
-		h.obs.Failed(op)
-		h.healer.Trouble(err)
-		wctx, cancel := context.WithDeadline(ctx, deadline)
-		werr := h.healer.Wait(wctx)
-		cancel()
-		if werr != nil {
-			return err
-		}
+	}
+}
+
+// healed reports a failure of op to the healer and waits for the relay to
+// heal, within policy.HealWait for the whole delivery (it is kept from
+// redelivery meanwhile), with a pause between tries. It reports whether
+// to try again.
+func (h *Handler) healed(ctx context.Context, j *job, op string, err error) bool {
+	h.obs.Failed(op)
+	if ctx.Err() != nil {
+		return false
+	}
+	if j.healBy.IsZero() {
+		j.healBy = time.Now().Add(policy.HealWait)
+	}
+	h.healer.Trouble(err)
+	wctx, cancel := context.WithDeadline(ctx, j.healBy)
+	defer cancel()
+	if h.healer.Wait(wctx) != nil {
+		return false
+	}
+	select { // a failure the heal did not cure is not retried in a tight loop
+	case <-time.After(250 * time.Millisecond):
+		return true
+	case <-wctx.Done():
+		return false
 	}
 }
 
@@ -329,6 +346,8 @@ func (h *Handler) claimed(ctx context.Context, j *job) (Decision, bool) {
 		case errors.Is(err, state.ErrConflict):
 			j.f.Claim.Conflicts++
 			j.f.Ledger = LedgerFacts{} // read it again
+		case h.healed(ctx, j, "claim_write", err):
+			j.f.Ledger = LedgerFacts{} // the bucket may have come back empty
 		default:
 			j.f.Claim.Err = err
 		}

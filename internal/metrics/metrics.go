@@ -79,7 +79,7 @@ func New(version string) *Metrics {
 		ledgerFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_ledger_write_failures_total",
 			Help: "Ledger writes (notify_email_state) that failed after their retries: the delivery was released for a retry, or, after a send, acked with its record left sending."}),
 		readFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_read_failures_total",
-			Help: "Reads that failed: op ledger_read (notify_email_state) or prefs_read (notify_prefs). Each is retried once the relay has healed."}, []string{"op"}),
+			Help: "Reads and claim writes that failed: op ledger_read, claim_write (notify_email_state) or prefs_read (notify_prefs). Each is tried again once the relay has healed."}, []string{"op"}),
 		prefsInvalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_prefs_invalid_total",
 			Help: "Preference lookups that met a stored value that is not valid (read as off; the record's error says why)."}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailrelay_ready",
@@ -120,7 +120,7 @@ func (m *Metrics) initSeries() {
 	for _, result := range []string{"inbox_only", "already_final", "gone", "ignored"} {
 		m.advisories.WithLabelValues(result)
 	}
-	for _, op := range []string{"ledger_read", "prefs_read"} {
+	for _, op := range []string{"ledger_read", "prefs_read", "claim_write"} {
 		m.readFailures.WithLabelValues(op)
 	}
 	m.SetReady("starting")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailrelay/mailrelay/internal/config"
@@ -120,7 +121,8 @@ func (hl *health) report(cur problem) {
 		return
 	}
 	now := time.Now()
-	if cur == hl.last {
+	if cur.code == hl.last.code {
+		hl.last = cur // the same state in other words (another dial error, say): no news
 		if cur != (problem{}) && now.Sub(hl.lastLog) >= hl.logEvery {
 			hl.log.Warn("still not ready", zap.String("reason", cur.text), zap.Duration("for", now.Sub(hl.lastLog)))
 			hl.lastLog, hl.logEvery = now, min(2*hl.logEvery, maxRelog)
@@ -141,7 +143,7 @@ func (hl *health) report(cur problem) {
 }
 
 // startingUp are the states every start passes through: no warning.
-var startingUp = map[string]bool{"nats_connecting": true, "provisioning": true, "not_bound": true}
+var startingUp = map[string]bool{"nats_connecting": true, "provisioning": true, "not_bound": true, "checking": true}
 
 // run re-evaluates readiness every second (the probe has no events).
 func (hl *health) run(ctx context.Context) {
@@ -244,6 +246,7 @@ func redactedURL(c config.NATS) string {
 // provisions again what is missing, and restarts the loops bound to them.
 // It implements consumer.Healer.
 type healer struct {
+	ready   atomic.Bool // provisioned once: a reconnect is checked before the relay says ready
 	hl      *health
 	js      jetstream.JetStream
 	po      provision.Options
@@ -259,6 +262,15 @@ func newHealer(hl *health, po provision.Options, log *zap.Logger) *healer {
 // Trouble asks for a check; checks coalesce.
 func (x *healer) Trouble(error) { x.check() }
 
+// connected is told of every (re)connect: until the check is done the
+// relay does not say it is ready, as a server can come back empty.
+func (x *healer) connected() {
+	if x.ready.Load() {
+		x.hl.set(srcProvision, problem{"checking", "checking the streams, consumers and buckets after a reconnect"})
+	}
+	x.check()
+}
+
 func (x *healer) check() {
 	select {
 	case x.kick <- struct{}{}:
@@ -269,13 +281,20 @@ func (x *healer) check() {
 // Wait blocks until the connection and the objects are fine.
 func (x *healer) Wait(ctx context.Context) error { return x.hl.wait(ctx) }
 
+// checkEvery is how often the healer looks for missing objects when
+// nothing asked it to: a bucket deleted while no notification flows.
+const checkEvery = 10 * time.Second
+
 // run serves checks until ctx ends.
 func (x *healer) run(ctx context.Context) {
+	t := time.NewTicker(checkEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-x.kick:
+		case <-t.C:
 		}
 		x.heal(ctx)
 	}
@@ -286,9 +305,15 @@ func (x *healer) heal(ctx context.Context) {
 	missing, err := x.missing(ctx)
 	if err != nil {
 		x.log.Debug("health check failed", zap.Error(err)) // the connection's own state says why
+		if x.hl.get(srcProvision).code == "checking" {
+			time.AfterFunc(time.Second, x.check) // not done yet: try again soon
+		}
 		return
 	}
 	if len(missing) == 0 {
+		if code := x.hl.get(srcProvision).code; code == "checking" || code == "object_missing" {
+			x.hl.set(srcProvision, problem{})
+		}
 		return
 	}
 	x.hl.set(srcProvision, problem{"object_missing", "missing on the server: " + strings.Join(missing, ", ") + "; provisioning again"})

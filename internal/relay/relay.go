@@ -100,7 +100,7 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	hl.set(srcNATS, problem{"nats_connecting", "connecting to NATS at " + redactedURL(cfg.NATS)})
 	// On every (re)connect the healer looks for what is missing: a server
 	// can come back empty.
-	nc, err := Connect(cfg.NATS, "mailrelay", log, true, hl.connHooks(cfg.NATS, hr.check))
+	nc, err := Connect(cfg.NATS, "mailrelay", log, true, hl.connHooks(cfg.NATS, hr.connected))
 	if err != nil {
 		return err
 	}
@@ -118,6 +118,7 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 		return err
 	}
 	hl.set(srcProvision, problem{})
+	hr.ready.Store(true)
 	log.Info("provisioned", zap.String("stream", provision.Stream), zap.String("consumer", provision.Consumer),
 		zap.Int("replicas", cfg.JetStream.Replicas))
 
