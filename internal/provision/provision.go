@@ -7,7 +7,6 @@ package provision
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // Names fixed by the contract, and those of the advisory capture.
@@ -116,87 +116,116 @@ func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 }
 
 // Provision creates or updates every object. It is idempotent: a second
-// relay starting beside a first changes nothing.
+// relay starting beside a first changes nothing, and a changed setting is
+// applied to the existing object.
+//
+// Why it looks first: nats.go's CreateOrUpdateStream (and
+// CreateOrUpdateKeyValue) is UpdateStream, then CreateStream on "not
+// found", so with relays starting together one relay's update of a new R3
+// stream lands while another's create has no stream leader yet.
+// nats-server answers a clustered stream update only from the stream
+// leader and marks the assignment answered as it applies it; with no
+// leader then, nobody answers, and the election that follows finds the
+// assignment (the update's, which replaced the create's) already answered,
+// so both callers wait out their whole deadline. A create of an existing
+// stream with the same settings is answered at once; consumer creates and
+// even info requests can still go unanswered while a new group elects
+// (nats-server#8350). Hence: look, create only what is missing, update
+// only what differs, give each request a few seconds and retry.
+//
+// Provision retries until ctx ends (or, when ctx has no deadline, for 30
+// seconds) after a request that got no answer; with RetryUntilTimeout also
+// while a forming cluster answers NotReady.
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, error) {
 	o.defaults()
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	var h Handles
-	err := retry(ctx, o.RetryUntilTimeout, func() error {
-		var err error
-		if h.Stream, err = js.CreateOrUpdateStream(ctx, StreamConfig(o)); err != nil {
-			return fmt.Errorf("stream %s: %w", Stream, err)
+	g, gctx := errgroup.WithContext(ctx)
+	// each step looks, then creates or updates, with its own retries
+	stream := func(cfg jetstream.StreamConfig) (s jetstream.Stream, err error) {
+		err = attempts(gctx, o.RetryUntilTimeout, func(timeout time.Duration) (err error) {
+			s, err = ensureStream(gctx, js, cfg, timeout)
+			return err
+		})
+		return s, wrap("stream "+cfg.Name, err)
+	}
+	consumer := func(stream string, cfg jetstream.ConsumerConfig) (c jetstream.Consumer, err error) {
+		err = attempts(gctx, o.RetryUntilTimeout, func(timeout time.Duration) (err error) {
+			c, err = ensureConsumer(gctx, js, stream, cfg, o.Replicas, timeout)
+			return err
+		})
+		return c, wrap(fmt.Sprintf("consumer %s on %s", cfg.Durable, stream), err)
+	}
+	bucket := func(cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+		err = attempts(gctx, o.RetryUntilTimeout, func(timeout time.Duration) (err error) {
+			kv, err = ensureBucket(gctx, js, cfg, timeout)
+			return err
+		})
+		return kv, wrap("bucket "+cfg.Bucket, err)
+	}
+	g.Go(func() (err error) {
+		if h.Stream, err = stream(StreamConfig(o)); err != nil {
+			return err
 		}
-		if h.Consumer, err = js.CreateOrUpdateConsumer(ctx, Stream, ConsumerConfig(o)); err != nil {
-			return fmt.Errorf("consumer %s on %s: %w", Consumer, Stream, err)
-		}
-		if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        AdvisoryStream,
-			Description: "max-deliveries advisories of the mailrelay consumer, kept until handled",
-			Subjects:    []string{AdvisorySubject},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      o.MaxAge,
-			Replicas:    o.Replicas,
-		}); err != nil {
-			return fmt.Errorf("stream %s: %w", AdvisoryStream, err)
-		}
-		if h.AdvisoryConsumer, err = js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
-			Durable:     AdvisoryConsumer,
-			Description: "mailrelay: max-deliveries advisories to inbox_only",
-			AckPolicy:   jetstream.AckExplicitPolicy,
-			AckWait:     o.AckWait,
-			MaxDeliver:  -1,
-			Replicas:    o.Replicas,
-		}); err != nil {
-			return fmt.Errorf("consumer %s on %s: %w", AdvisoryConsumer, AdvisoryStream, err)
-		}
-		if h.Prefs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      prefs.Bucket,
-			Description: "per-user notification email preferences",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    o.Replicas,
-		}); err != nil {
-			return fmt.Errorf("bucket %s: %w", prefs.Bucket, err)
-		}
-		if h.State, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      state.Bucket,
-			Description: "what became of each notification",
-			History:     1,
-			TTL:         o.StateTTL,
-			Storage:     jetstream.FileStorage,
-			Replicas:    o.Replicas,
-		}); err != nil {
-			return fmt.Errorf("bucket %s: %w", state.Bucket, err)
-		}
-		return nil
+		h.Consumer, err = consumer(Stream, ConsumerConfig(o))
+		return err
 	})
-	if err != nil {
+	g.Go(func() (err error) {
+		if _, err = stream(advisoryStreamConfig(o)); err != nil {
+			return err
+		}
+		h.AdvisoryConsumer, err = consumer(AdvisoryStream, advisoryConsumerConfig(o))
+		return err
+	})
+	g.Go(func() (err error) { h.Prefs, err = bucket(prefsConfig(o)); return err })
+	g.Go(func() (err error) { h.State, err = bucket(stateConfig(o)); return err })
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("provision: %w", err)
 	}
 	return &h, nil
 }
 
-// retry repeats f while it fails with an error a young cluster gives
-// ("no suitable peers", a meta leader not elected yet), as long as ctx lasts.
-func retry(ctx context.Context, enabled bool, f func() error) error {
-	for {
-		err := f()
-		if err == nil || !enabled || !transient(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
+func advisoryStreamConfig(o Options) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        AdvisoryStream,
+		Description: "max-deliveries advisories of the mailrelay consumer, kept until handled",
+		Subjects:    []string{AdvisorySubject},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.MaxAge,
+		Replicas:    o.Replicas,
 	}
 }
 
-// transient reports whether err is worth a retry on a young cluster: a
-// NotReady answer, or no answer at all.
-func transient(err error) bool {
-	if _, ok := errors.AsType[*jetstream.APIError](err); ok {
-		return NotReady(err)
+func advisoryConsumerConfig(o Options) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     AdvisoryConsumer,
+		Description: "mailrelay: max-deliveries advisories to inbox_only",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     o.AckWait,
+		MaxDeliver:  -1,
+		Replicas:    o.Replicas,
 	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+func prefsConfig(o Options) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      prefs.Bucket,
+		Description: "per-user notification email preferences",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+func stateConfig(o Options) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      state.Bucket,
+		Description: "what became of each notification",
+		History:     1,
+		TTL:         o.StateTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
 }
