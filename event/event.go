@@ -263,6 +263,12 @@ func checkAddress(s string) error {
 	if err != nil || a.Name != "" || a.Address != s || strings.ContainsAny(s, "\r\n") {
 		return invalidf("recipient.email is not an email address")
 	}
+	if strings.Contains(s, "=?") {
+		// RFC 2047 §5 forbids encoded-words in an address, yet mail clients
+		// decode them there: "=?utf-8?q?a=E2=80=AEb?=@…" would show a bidi
+		// override.
+		return invalidf("recipient.email: contains \"=?\", which mail clients would decode as an RFC 2047 encoded-word")
+	}
 	at := strings.LastIndexByte(s, '@') // a quoted local part may hold '@', a domain may not
 	for _, l := range []struct {
 		what     string

@@ -88,6 +88,8 @@ func TestDecode(t *testing.T) {
 			return mutate(t, func(m map[string]any) { m["recipient"] = map[string]any{"id": "u1", "email": "a@b.c\r\nBcc: x@y.z"} })
 		}, wantErr: "recipient.email"},
 		{name: "local part of 64 octets", data: withEmail(strings.Repeat("a", 64) + "@example.com")},
+		{name: "encoded-word in the address", data: withEmail("=?utf-8?q?a=E2=80=AEb?=@example.com"),
+			wantErr: "which mail clients would decode as an RFC 2047 encoded-word"},
 		{name: "local part of 65 octets", data: withEmail(strings.Repeat("a", 65) + "@example.com"),
 			wantErr: "recipient.email: the local part is 65 octets, over the limit of 64 (RFC 5321)"},
 		{name: "local part counted in octets, not characters", data: withEmail(strings.Repeat("é", 33) + "@example.com"),
