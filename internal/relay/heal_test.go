@@ -76,12 +76,38 @@ func TestServerComesBackEmpty(t *testing.T) {
 	}
 }
 
-// TestBucketsDeletedUnderRelay: a bucket deleted under a running relay is
-// recreated, and the notifications that met the hole are decided on their
-// merits (not inbox_only for "max deliveries reached").
-func TestBucketsDeletedUnderRelay(t *testing.T) {
-	for _, bucket := range []string{prefs.Bucket, state.Bucket} {
-		t.Run(bucket, func(t *testing.T) {
+// TestObjectsDeletedUnderRelay: a bucket, the stream or the advisory
+// stream deleted under a running relay is recreated, and the notifications
+// that met the hole are decided on their merits (not inbox_only for "max
+// deliveries reached").
+func TestObjectsDeletedUnderRelay(t *testing.T) {
+	cases := []struct {
+		name    string
+		del     func(ctx context.Context, e *env) error
+		present func(ctx context.Context, e *env) error
+		hole    bool // publish into the hole (a bucket); a deleted stream refuses publishes
+	}{
+		{"bucket " + prefs.Bucket,
+			func(ctx context.Context, e *env) error { return e.js.DeleteKeyValue(ctx, prefs.Bucket) },
+			func(ctx context.Context, e *env) error { _, err := e.js.KeyValue(ctx, prefs.Bucket); return err }, true},
+		{"bucket " + state.Bucket,
+			func(ctx context.Context, e *env) error { return e.js.DeleteKeyValue(ctx, state.Bucket) },
+			func(ctx context.Context, e *env) error { _, err := e.js.KeyValue(ctx, state.Bucket); return err }, true},
+		{"stream " + provision.Stream,
+			func(ctx context.Context, e *env) error { return e.js.DeleteStream(ctx, provision.Stream) },
+			func(ctx context.Context, e *env) error {
+				_, err := e.js.Consumer(ctx, provision.Stream, provision.Consumer)
+				return err
+			}, false},
+		{"stream " + provision.AdvisoryStream,
+			func(ctx context.Context, e *env) error { return e.js.DeleteStream(ctx, provision.AdvisoryStream) },
+			func(ctx context.Context, e *env) error {
+				_, err := e.js.Consumer(ctx, provision.AdvisoryStream, provision.AdvisoryConsumer)
+				return err
+			}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			addr := freeAddr(t)
 			e.startRelay(map[string]string{"MAILRELAY_HTTP_ADDR": addr, "MAILRELAY_ACK_WAIT": "30s"})
@@ -89,23 +115,29 @@ func TestBucketsDeletedUnderRelay(t *testing.T) {
 			e.publish(newEvent("before", event.TaskAssigned, "u1"), "before")
 			e.waitState("before", state.Sent, 10*time.Second)
 
-			if err := e.js.DeleteKeyValue(context.Background(), bucket); err != nil {
+			ctx := context.Background()
+			if err := tc.del(ctx, e); err != nil {
 				t.Fatal(err)
 			}
-			e.publish(newEvent("hole", event.TaskAssigned, "u1"), "hole")
+			if tc.hole {
+				e.publish(newEvent("hole", event.TaskAssigned, "u1"), "hole")
+			}
 			natstest.Eventually(t, 30*time.Second, func() (bool, string) {
-				_, err := e.js.KeyValue(context.Background(), bucket)
-				return err == nil, fmt.Sprintf("bucket %s: %v", bucket, err)
+				err := tc.present(ctx, e)
+				return err == nil, fmt.Sprintf("%s: %v", tc.name, err)
 			})
-			// With notify_prefs gone, the cache may still answer "on" from
-			// memory (sent), or a direct read meets the recreated, empty
-			// bucket (off by default): either is decided on its merits.
-			natstest.Eventually(t, 30*time.Second, func() (bool, string) {
-				rec, ok := e.record("hole")
-				good := rec.State == state.Sent || (bucket == prefs.Bucket && rec.State == state.SkippedOptedOut)
-				return ok && good, fmt.Sprintf("record of hole %+v", rec)
-			})
-			waitReadyz(t, addr, 200, "ready", 10*time.Second)
+			if tc.hole {
+				// With notify_prefs gone, the cache may still answer "on"
+				// from memory (sent), or a direct read meets the recreated,
+				// empty bucket (off by default): either is decided on its
+				// merits.
+				natstest.Eventually(t, 30*time.Second, func() (bool, string) {
+					rec, ok := e.record("hole")
+					good := rec.State == state.Sent || (tc.name == "bucket "+prefs.Bucket && rec.State == state.SkippedOptedOut)
+					return ok && good, fmt.Sprintf("record of hole %+v", rec)
+				})
+			}
+			waitReadyz(t, addr, 200, "ready", 20*time.Second)
 			e.optIn("u1", event.TaskAssigned)
 			e.publish(newEvent("after", event.TaskAssigned, "u1"), "after")
 			e.waitState("after", state.Sent, 20*time.Second)
