@@ -29,12 +29,15 @@ var errRecordExists = errors.New("the notification already has a record")
 
 // apply writes d's record synchronously, with retries, then acts.
 func (a *actor) apply(m *delivery, ref Ref, d Decision) error {
+	written := false
 	if d.Write != nil {
 		if err := a.write(*d.Write); err != nil {
 			d = a.writeFailed(ref, d, err)
+		} else {
+			written = true
 		}
 	}
-	return a.conclude(m, ref, d)
+	return a.conclude(m, ref, d, written)
 }
 
 // start begins carrying d out. Its ledger write is started without
@@ -43,7 +46,7 @@ func (a *actor) apply(m *delivery, ref Ref, d Decision) error {
 // d is applied at once and start returns nil.
 func (a *actor) start(m *delivery, ref Ref, d Decision) (*pendingAct, error) {
 	if d.Write == nil {
-		return nil, a.conclude(m, ref, d)
+		return nil, a.conclude(m, ref, d, false)
 	}
 	var p state.Pending
 	var err error
@@ -86,7 +89,7 @@ func (p *pendingAct) finish(werr error) error {
 		}
 		return p.a.apply(p.m, p.ref, p.d)
 	}
-	return p.a.conclude(p.m, p.ref, p.d)
+	return p.a.conclude(p.m, p.ref, p.d, true)
 }
 
 // write stores w, trying policy.LedgerWriteTries times.
@@ -130,10 +133,14 @@ func (a *actor) writeFailed(ref Ref, d Decision, err error) Decision {
 	return AfterWriteFailed(d, exists, a.policy)
 }
 
-// conclude logs d and carries out its action; the ledger write is done.
-func (a *actor) conclude(m *delivery, ref Ref, d Decision) error {
+// conclude logs d and carries out its action; the ledger write is done
+// (written: d's record is stored, and counted when it is an outcome).
+func (a *actor) conclude(m *delivery, ref Ref, d Decision, written bool) error {
 	a.logDecision(ref, d)
 	a.obs.Outcome(ref, d)
+	if written && d.Write.Record.State.Final() {
+		a.obs.Recorded(ref.Type, d.Write.Record.State)
+	}
 	return m.act(d)
 }
 
@@ -286,14 +293,19 @@ type Observer interface {
 	LedgerWriteFailed() // a ledger write failed for good (after its retries)
 	Failed(op string)   // a read or a claim failed (op: ledger_read, prefs_read, claim_write)
 	PrefsInvalid()      // a stored preference is not valid (read as off)
+	// Recorded: an outcome (a final state) was stored for a notification
+	// of type typ ("" when unknown); counted once per record written, so
+	// the counts follow the ledger.
+	Recorded(typ string, st state.State)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Outcome(Ref, Decision)     {}
-func (nopObserver) Sent(time.Duration, error) {}
-func (nopObserver) InFlight(int)              {}
-func (nopObserver) Advisory(string)           {}
-func (nopObserver) LedgerWriteFailed()        {}
-func (nopObserver) Failed(string)             {}
-func (nopObserver) PrefsInvalid()             {}
+func (nopObserver) Outcome(Ref, Decision)        {}
+func (nopObserver) Sent(time.Duration, error)    {}
+func (nopObserver) InFlight(int)                 {}
+func (nopObserver) Advisory(string)              {}
+func (nopObserver) LedgerWriteFailed()           {}
+func (nopObserver) Failed(string)                {}
+func (nopObserver) PrefsInvalid()                {}
+func (nopObserver) Recorded(string, state.State) {}

@@ -139,6 +139,7 @@ func (a *Advisories) Handle(ctx context.Context, data []byte) error {
 		}
 		log.Warn("notification moved to inbox_only", zap.String("event_id", key), zap.Int("attempts", next.Attempts))
 		a.obs.Advisory("inbox_only")
+		a.obs.Recorded(next.Type, state.InboxOnly)
 		return nil
 	}
 	return fmt.Errorf("advisory for %q: state kept changing", key)

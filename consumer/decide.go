@@ -226,6 +226,13 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		return unavailable(f, p, "ledger unavailable: "+l.Err.Error()), true
 	case l.Record.State.Done():
 		return act(Ack, 0, "already "+string(l.Record.State)), true
+	case l.Record.State.Final() && l.Record.State != state.Invalid && l.Record.StreamSeq != 0 && l.Record.StreamSeq != f.Seq:
+		// Another copy of this notification (republished under another
+		// Nats-Msg-Id) was decided already: its outcome stands, and the
+		// record stays the original's. Replay re-drives a notification by
+		// first setting its record back to retrying. An invalid record is
+		// not an outcome of this content: a corrected copy is decided.
+		return act(Ack, 0, "duplicate: another copy of this notification was "+string(l.Record.State)), true
 	case p.Stale(f.Event.OccurredAt, f.Now):
 		return skip(f, state.SkippedStale, p.StaleReason()), true
 	case !f.Prefs.Read:

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,15 @@ func TestDecide(t *testing.T) {
 		}(), want{action: Term, reason: "ledger unavailable: bucket not found", mode: Create, key: "n1", state: state.InboxOnly}},
 		{"already sent", withRecord(redelivery(baseFacts(), 2), state.Record{State: state.Sent, Attempts: 1}, 3),
 			want{action: Ack, reason: "already sent"}},
+		{"a copy meets the outcome of another copy: a duplicate, the record stays the original's",
+			withRecord(redelivery(baseFacts(), 2), state.Record{State: state.SkippedOptedOut, StreamSeq: 3}, 3),
+			want{action: Ack, reason: "duplicate: another copy of this notification was skipped_opted_out"}},
+		{"a redelivery of the same message re-evaluates a skip",
+			withRecord(redelivery(baseFacts(), 2), state.Record{State: state.SkippedOptedOut, StreamSeq: 7}, 3),
+			want{step: ReadPrefs}},
+		{"a corrected copy of an invalid notification is decided",
+			withRecord(redelivery(baseFacts(), 2), state.Record{State: state.Invalid, StreamSeq: 3}, 3),
+			want{step: ReadPrefs}},
 		{"already inbox_only", withRecord(redelivery(baseFacts(), 2), state.Record{State: state.InboxOnly, Attempts: 3}, 3),
 			want{action: Ack, reason: "already inbox_only"}},
 		{"stale, before the preferences are read", func() Facts {
@@ -338,5 +348,27 @@ func TestAfterWriteFailed(t *testing.T) {
 					tc.action, tc.delay, tc.write)
 			}
 		})
+	}
+}
+
+// A broken preference is logged once per user in a while, not at every
+// notification.
+func TestOnceEvery(t *testing.T) {
+	var o onceEvery
+	now := testNow
+	if !o.first("u1", now) || o.first("u1", now.Add(time.Minute)) {
+		t.Fatal("u1 logged twice within the period, or not at all")
+	}
+	if !o.first("u2", now) {
+		t.Fatal("u2 not logged")
+	}
+	if !o.first("u1", now.Add(brokenPrefsEvery)) {
+		t.Fatal("u1 not logged again after the period")
+	}
+	for i := range brokenPrefsKeys + 1 {
+		o.first(fmt.Sprint("k", i), now)
+	}
+	if len(o.last) > brokenPrefsKeys {
+		t.Fatalf("%d keys held, more than %d", len(o.last), brokenPrefsKeys)
 	}
 }

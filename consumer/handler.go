@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
@@ -136,6 +137,35 @@ type Handler struct {
 	throttle *Throttle
 	healer   Healer
 	act      *actor
+	// brokenPrefs says a user's broken preferences once in a while, not
+	// at every notification.
+	brokenPrefs onceEvery
+}
+
+// onceEvery lets a key through at most once per period. It forgets
+// everything when it holds too many keys: a burst of distinct broken
+// preferences then logs a few lines more, never holds unbounded memory.
+type onceEvery struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const (
+	brokenPrefsEvery = 10 * time.Minute
+	brokenPrefsKeys  = 10000
+)
+
+func (o *onceEvery) first(key string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t, ok := o.last[key]; ok && now.Sub(t) < brokenPrefsEvery {
+		return false
+	}
+	if o.last == nil || len(o.last) >= brokenPrefsKeys {
+		o.last = make(map[string]time.Time)
+	}
+	o.last[key] = now
+	return true
 }
 
 // Option configures a Handler.
@@ -269,6 +299,10 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, Err: err}
 			if a.Problem != "" {
 				h.obs.PrefsInvalid()
+				if h.brokenPrefs.first(j.f.Event.Recipient.ID, time.Now()) {
+					h.log.Warn("preferences not valid: read as off", zap.String("user", j.f.Event.Recipient.ID),
+						zap.String("problem", a.Problem))
+				}
 			}
 		case Compose:
 			m, err := h.compose(j.f.Event, j.f.Now)

@@ -44,6 +44,12 @@ var answerCases = []struct {
 		prefs.Answer{Problem: `notify_prefs["null"] is null, not a JSON object`}},
 	{"email not an object", "etrue", `{"email":true}`, event.TaskAssigned,
 		prefs.Answer{Problem: `notify_prefs["etrue"].email is a boolean, not an object`}},
+	{"keys are exact: Email", "capital", `{"Email":{"task.assigned":true}}`, event.TaskAssigned,
+		prefs.Answer{Problem: `notify_prefs["capital"] has the key "Email"; the key is "email" (exact case)`}},
+	{"keys are exact: EMAIL beside email", "both", `{"email":{"task.assigned":true},"EMAIL":{"task.assigned":false}}`, event.TaskAssigned,
+		prefs.Answer{Problem: `notify_prefs["both"] has the key "EMAIL"; the key is "email" (exact case)`}},
+	{"a flat shape is said, not silently off", "flat", `{"task.assigned":true}`, event.TaskAssigned,
+		prefs.Answer{Problem: `notify_prefs["flat"] has no "email" object (its keys: "task.assigned")`}},
 	{"email a list of types", "elist", `{"email":["task.assigned"]}`, event.TaskAssigned,
 		prefs.Answer{Problem: `notify_prefs["elist"].email is an array, not an object`}},
 }

@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/mailrelay/mailrelay/event"
@@ -125,16 +127,25 @@ func parse(user string, b []byte) value {
 		}
 		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", name, describe(b))}
 	}
-	var raw struct {
-		Email json.RawMessage `json:"email"`
+	// Keys are exact: encoding/json would take "Email" or "EMAIL" for
+	// "email", and another reader of the bucket would not.
+	email, ok := top["email"]
+	for k := range top {
+		if k != "email" && strings.EqualFold(k, "email") {
+			return value{problem: fmt.Sprintf("%s has the key %s; the key is \"email\" (exact case)", name, strconv.QuoteToASCII(k))}
+		}
 	}
-	_ = json.Unmarshal(b, &raw) // cannot fail: b is an object
-	if len(raw.Email) == 0 || string(raw.Email) == "null" {
+	if !ok && len(top) > 0 {
+		// A flat shape ({"task.comment": true}) or another mistake: off,
+		// and said, rather than silently off.
+		return value{problem: fmt.Sprintf("%s has no \"email\" object (its keys: %s)", name, keyList(top))}
+	}
+	if len(email) == 0 || string(email) == "null" {
 		return value{}
 	}
 	var entries map[event.Type]json.RawMessage
-	if err := json.Unmarshal(raw.Email, &entries); err != nil {
-		return value{problem: fmt.Sprintf("%s.email is %s, not an object", name, describe(raw.Email))}
+	if err := json.Unmarshal(email, &entries); err != nil || entries == nil {
+		return value{problem: fmt.Sprintf("%s.email is %s, not an object", name, describe(email))}
 	}
 	v := value{prefs: Prefs{Email: make(map[event.Type]bool, len(entries))}}
 	for t, r := range entries {
@@ -151,6 +162,19 @@ func parse(user string, b []byte) value {
 		}
 	}
 	return v
+}
+
+// keyList names at most a few keys of a stored object, ASCII-quoted.
+func keyList(m map[string]json.RawMessage) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, strconv.QuoteToASCII(k))
+	}
+	sort.Strings(keys)
+	if len(keys) > 5 {
+		keys = append(keys[:5], "…")
+	}
+	return strings.Join(keys, ", ")
 }
 
 // describe names a JSON value for a problem text: a short string or

@@ -63,7 +63,7 @@ func New(version string) *Metrics {
 	m := &Metrics{
 		Registry: r,
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_notifications_total",
-			Help: "Notifications handled, by type and the state recorded."}, []string{"type", "state"}),
+			Help: "Outcomes stored in notify_email_state, by type and state: one per record written, so a copy or a redelivery that writes nothing is not counted again."}, []string{"type", "state"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_decisions_total",
 			Help: "Deliveries ended, by action (ack, nak, term; leave: a later delivery of the message owns it)."}, []string{"decision"}),
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mailrelay_smtp_send_seconds",
@@ -132,13 +132,15 @@ func (m *Metrics) Outcome(ref consumer.Ref, d consumer.Decision) {
 	if d.Action == consumer.Nak {
 		m.retries.Inc()
 	}
-	if d.Write != nil {
-		typ := ref.Type
-		if typ == "" {
-			typ = "unknown"
-		}
-		m.notifications.WithLabelValues(typ, string(d.Write.Record.State)).Inc()
+}
+
+// Recorded implements consumer.Observer: one count per outcome stored in
+// the ledger, so that the counts follow it.
+func (m *Metrics) Recorded(typ string, st state.State) {
+	if typ == "" {
+		typ = "unknown"
 	}
+	m.notifications.WithLabelValues(typ, string(st)).Inc()
 }
 
 // Sent implements consumer.Observer.
