@@ -49,6 +49,7 @@ demo: build
 # missing tool fails them instead of skipping.
 test: tools build
 	$(GO) vet ./...
+	@{ python3 -c 'import jsonschema' || /usr/bin/python3 -c 'import jsonschema'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-jsonschema; }
 	MAILRELAY_E2E_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 60m ./...
 
 tools: $(TOOLS)

@@ -1,6 +1,6 @@
 package e2e
 
-// Security: the repository's nats.conf (two users with least privilege) and
+// Security: the repository's nats.conf (three users with least privilege) and
 // secrets that never leave the relay.
 
 import (
@@ -37,6 +37,10 @@ const (
 	confRelayPassVar     = "MAILRELAY_NATS_PASSWORD"
 	confPublisherUser    = "notify-publisher"
 	confPublisherPassVar = "NOTIFY_PUBLISHER_NATS_PASSWORD"
+	confWebAppUser       = "notify-webapp"
+	confWebAppPassVar    = "NOTIFY_WEBAPP_NATS_PASSWORD"
+	// confWebAppInbox is the web app's own inbox prefix (nats.conf).
+	confWebAppInbox = "_INBOX_notify_webapp"
 )
 
 // confNATS is a nats-server running <repo>/nats.conf.
@@ -45,6 +49,7 @@ type confNATS struct {
 	logPath           string
 	relayPassword     string
 	publisherPassword string
+	webAppPassword    string
 }
 
 func (n *confNATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
@@ -77,7 +82,7 @@ func confCopy(t testing.TB, dir string) string {
 }
 
 // startConfNATS runs nats-server -c nats.conf on free ports (-p, -m), with
-// the two passwords in its environment, and waits until it is healthy.
+// the three passwords in its environment, and waits until it is healthy.
 func startConfNATS(t testing.TB) *confNATS {
 	t.Helper()
 	bin := requireTool(t, "nats-server")
@@ -87,6 +92,7 @@ func startConfNATS(t testing.TB) *confNATS {
 		logPath:           filepath.Join(dir, "nats-server.log"),
 		relayPassword:     "relay-nats-" + randomMarker(),
 		publisherPassword: "pub-nats-" + randomMarker(),
+		webAppPassword:    "webapp-nats-" + randomMarker(),
 	}
 	dumpOnFailure(t, "nats-server (nats.conf)", n.logPath)
 	for attempt := 1; ; attempt++ {
@@ -96,7 +102,7 @@ func startConfNATS(t testing.TB) *confNATS {
 			bin:  bin,
 			args: []string{"-c", conf, "-a", "127.0.0.1", "-p", itoa(n.port), "-m", itoa(n.monPort)},
 			env: cleanEnv(dir, confRelayPassVar+"="+n.relayPassword,
-				confPublisherPassVar+"="+n.publisherPassword),
+				confPublisherPassVar+"="+n.publisherPassword, confWebAppPassVar+"="+n.webAppPassword),
 			dir:    dir,
 			stdout: n.logPath,
 			stderr: n.logPath,
@@ -161,9 +167,12 @@ func connectAs(t testing.TB, url, user, password string) (*nats.Conn, jetstream.
 	v := &violations{}
 	opts := []nats.Option{nats.Name("e2e-" + user), nats.UserInfo(user, password),
 		nats.ErrorHandler(v.handler), nats.PermissionErrOnSubscribe(true)}
-	if user == confRelayUser {
+	switch user {
+	case confRelayUser:
 		// the relay identity may read replies only on its own inbox prefix
 		opts = append(opts, nats.CustomInboxPrefix("_INBOX_mailrelay"))
+	case confWebAppUser:
+		opts = append(opts, nats.CustomInboxPrefix(confWebAppInbox))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -260,8 +269,10 @@ func TestNATSConfRefusesMissingPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(raw, []byte("$"+confRelayPassVar)) || !bytes.Contains(raw, []byte("$"+confPublisherPassVar)) {
-		t.Fatalf("nats.conf does not take the passwords from $%s and $%s", confRelayPassVar, confPublisherPassVar)
+	for _, v := range []string{confRelayPassVar, confPublisherPassVar, confWebAppPassVar} {
+		if !bytes.Contains(raw, []byte("$"+v)) {
+			t.Fatalf("nats.conf does not take a password from $%s", v)
+		}
 	}
 	check := func(env ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
@@ -274,7 +285,10 @@ func TestNATSConfRefusesMissingPasswords(t *testing.T) {
 	if out, err := check(); err == nil || !strings.Contains(out, confRelayPassVar) {
 		t.Errorf("nats-server -t without the variables: err %v, output %q; want a refusal naming %s", err, out, confRelayPassVar)
 	}
-	if out, err := check(confRelayPassVar+"=a", confPublisherPassVar+"=b"); err != nil {
+	if out, err := check(confRelayPassVar+"=a", confPublisherPassVar+"=b"); err == nil || !strings.Contains(out, confWebAppPassVar) {
+		t.Errorf("nats-server -t without $%s: err %v, output %q; want a refusal naming it", confWebAppPassVar, err, out)
+	}
+	if out, err := check(confRelayPassVar+"=a", confPublisherPassVar+"=b", confWebAppPassVar+"=c"); err != nil {
 		t.Errorf("nats-server -t with the variables: %v\n%s", err, out)
 	}
 }

@@ -1,17 +1,17 @@
-// Package event owns the notification event of the mailrelay contract (§3):
-// its Go type, its decoding and validation, the registry of notification
-// types (registry.go), and a helper that publishes it to JetStream with the
-// de-duplication header set. Publishing services import this package so that
-// they validate with exactly the code the relay uses.
+// Package event owns the notification event of the mailrelay contract (§3,
+// amended by §9.1): its Go type, its decoding (decode.go) and validation,
+// the rules as patterns that event.schema.json shares (rules.go), the
+// Problems error that names every problem by its JSON path (problems.go),
+// the registry of notification types (registry.go), and a helper that
+// publishes it to JetStream with the de-duplication header set. Publishing
+// services import this package so that they validate with exactly the code
+// the relay uses.
 package event
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/mail"
-	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -60,6 +60,7 @@ const (
 // ErrInvalid) tells a contract violation from any other failure.
 var (
 	// ErrInvalid is wrapped by every error that says an event breaks §3.
+	// Decode and Validate return it as Problems.
 	ErrInvalid = errors.New("invalid event")
 )
 
@@ -88,6 +89,9 @@ type Recipient struct {
 	ID    string `json:"id"`
 	Email string `json:"email,omitempty"`
 	Name  string `json:"name,omitempty"`
+	// Locale is a BCP 47 language tag (LocalePattern), the language of
+	// the mail; "" means the default.
+	Locale string `json:"locale,omitempty"`
 }
 
 // Actor is the user whose action caused the notification.
@@ -124,16 +128,6 @@ type Change struct {
 	To    *string `json:"to"`
 }
 
-// IDPattern is what a notification or user id must match.
-const IDPattern = `^[A-Za-z0-9_-]{1,128}$`
-
-const taskIDExpr = `^[A-Za-z0-9_.-]{1,128}$`
-
-var (
-	idPattern     = regexp.MustCompile(IDPattern)
-	taskIDPattern = regexp.MustCompile(taskIDExpr)
-)
-
 // ValidID reports whether s may be a notification or user id.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
 
@@ -149,127 +143,201 @@ func CheckID(name, s string) error {
 	return fmt.Errorf("%s must match %s", name, IDPattern)
 }
 
-// ValidTaskID reports whether s may be a task id.
-func ValidTaskID(s string) bool { return taskIDPattern.MatchString(s) }
+// ValidTaskID reports whether s may be a task id: TaskIDPattern, and not
+// "." or "..".
+func ValidTaskID(s string) bool { return taskIDPattern.MatchString(s) && s != "." && s != ".." }
 
 // Decode parses and validates one message. subject is the NATS subject the
 // message was published on ("" skips the subject check), maxBytes the size
 // limit (0 means DefaultMaxBytes).
 //
-// On a contract violation the error wraps ErrInvalid, and the returned
-// event, when not nil, holds whatever could be decoded and always has a
-// usable ID (ValidID), under which the caller may record the failure.
+// An id may be a JSON string or a JSON integer from 0 to MaxIntegerID; the
+// event holds its decimal string. A null field is an absent one. Keys are
+// exact: a key that differs from a contract key only by case, or a key
+// given twice, is a problem; other unknown keys are ignored.
+//
+// On a contract violation the error is Problems, which wraps ErrInvalid
+// and names every problem by its JSON path; the returned event, when not
+// nil, holds whatever could be decoded and always has a usable ID
+// (ValidID), under which the caller may record the failure.
 func Decode(subject string, data []byte, maxBytes int) (*Event, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
 	if len(data) > maxBytes {
-		return partialID(data), invalidf("event is %d bytes, over the limit of %d", len(data), maxBytes)
+		return recoverID(data), Problems{{Message: fmt.Sprintf("event is %d bytes, over the limit of %d", len(data), maxBytes)}}
 	}
 	if !utf8.Valid(data) {
-		return partialID(data), invalidf("event is not valid UTF-8")
+		return recoverID(data), Problems{{Message: "event is not valid UTF-8"}}
 	}
-	var ev Event
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&ev); err != nil {
-		return partialID(data), invalidf("event is not valid JSON for the schema: %v", err)
+	var r reader
+	root, err := parse(data, &r.ps)
+	if err != nil {
+		return nil, Problems{{Message: err.Error()}}
 	}
-	if dec.More() {
-		return partialID(data), invalidf("event has trailing data after the JSON object")
+	ev := r.event(root)
+	ps := r.ps
+	ev.check(&ps)
+	if subject != "" && ev.Type.Valid() && subject != ev.Type.Subject() && !ps.covers("type") {
+		ps.add("type", "%q does not match subject %q (events of this type go to %s)", ev.Type, subject, ev.Type.Subject())
 	}
-	if err := ev.validate(ev.OccurredAt.IsZero() && hasOccurredAt(data)); err != nil {
-		if !ValidID(ev.ID) {
-			return nil, err
-		}
-		return &ev, err
+	if len(ps) == 0 {
+		return &ev, nil
 	}
-	if subject != "" && subject != ev.Type.Subject() {
-		return &ev, invalidf("type %q does not match subject %q", ev.Type, subject)
+	ps.sort()
+	if !ValidID(ev.ID) || ps.covers("id") {
+		return nil, ps
 	}
-	return &ev, nil
+	return &ev, ps
 }
 
-// partialID recovers the id of a message that did not decode whole, so that
-// its failure can be recorded under that id when it is a valid one.
-func partialID(data []byte) *Event {
-	var probe struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(data, &probe) != nil || !ValidID(probe.ID) {
+// recoverID returns an event that holds only the id of a message that is
+// not decoded whole, so that its failure can be recorded under that id
+// when it is a valid one; else nil.
+func recoverID(data []byte) *Event {
+	var r reader
+	root, err := parse(data, &r.ps)
+	if err != nil || root.kind != kObject || root.dup["id"] {
 		return nil
 	}
-	return &Event{ID: probe.ID}
-}
-
-// hasOccurredAt reports whether data gives occurred_at a value other than
-// null: only the raw message tells an absent time from the zero time, which
-// decode to the same time.Time.
-func hasOccurredAt(data []byte) bool {
-	var probe struct {
-		OccurredAt json.RawMessage `json:"occurred_at"`
+	for _, m := range root.members {
+		if m.key == "id" {
+			if id := r.id("id", m.val); ValidID(id) && len(r.ps) == 0 {
+				return &Event{ID: id}
+			}
+		}
 	}
-	return json.Unmarshal(data, &probe) == nil && len(probe.OccurredAt) > 0 && string(probe.OccurredAt) != "null"
+	return nil
 }
 
-// Validate checks the event against the rules of the contract's §3 (all but
-// the size and subject rules, which need the raw message, and the clock
-// rule, which needs the relay's clock: TooFarAhead). The error names the
-// first field that breaks a rule and wraps ErrInvalid. A zero OccurredAt is
-// "required": in a Go value it means the time was not set.
-func (e *Event) Validate() error { return e.validate(false) }
+// event reads the event's fields from the tree.
+func (r *reader) event(root *value) Event {
+	var e Event
+	if root.kind != kObject {
+		r.ps.add("", "the event must be a JSON object, not %s", root.what())
+		return e
+	}
+	f := r.object("", root)
+	e.ID = r.id("id", f["id"])
+	e.Type = Type(r.text("type", f["type"]))
+	e.OccurredAt = r.timestamp("occurred_at", f["occurred_at"])
+	if w := r.object("workspace", f["workspace"]); w != nil {
+		e.Workspace = &Workspace{ID: r.id("workspace.id", w["id"]), Name: r.text("workspace.name", w["name"])}
+	}
+	rc := r.object("recipient", f["recipient"])
+	e.Recipient = Recipient{ID: r.id("recipient.id", rc["id"]), Email: r.text("recipient.email", rc["email"]),
+		Name: r.text("recipient.name", rc["name"]), Locale: r.text("recipient.locale", rc["locale"])}
+	if a := r.object("actor", f["actor"]); a != nil {
+		e.Actor = &Actor{ID: r.id("actor.id", a["id"]), Name: r.text("actor.name", a["name"])}
+	}
+	t := r.object("task", f["task"])
+	e.Task = Task{ID: r.id("task.id", t["id"]), Title: r.text("task.title", t["title"]), Project: r.text("task.project", t["project"])}
+	if c := r.object("comment", f["comment"]); c != nil {
+		e.Comment = &Comment{ID: r.id("comment.id", c["id"]), Body: r.text("comment.body", c["body"])}
+	}
+	if c := r.object("change", f["change"]); c != nil {
+		e.Change = &Change{Field: r.text("change.field", c["field"]), From: r.date("change.from", c["from"]), To: r.date("change.to", c["to"])}
+	}
+	if b := r.object("blocked_by", f["blocked_by"]); b != nil {
+		e.BlockedBy = &TaskRef{ID: r.id("blocked_by.id", b["id"]), Title: r.text("blocked_by.title", b["title"])}
+	}
+	return e
+}
 
-// validate is Validate; zeroTimeGiven says the message held the zero time
-// itself, which is "not a valid time" rather than "required".
-func (e *Event) validate(zeroTimeGiven bool) error {
+// Validate checks the event against the rules of the contract's §3 and
+// §9.1 (all but the size, key and subject rules, which need the raw
+// message, and the clock rule, which needs the relay's clock:
+// TooFarAhead). The error is Problems, naming every field that breaks a
+// rule, and wraps ErrInvalid. A zero OccurredAt is "required": in a Go
+// value it means the time was not set.
+func (e *Event) Validate() error {
+	var ps Problems
+	e.check(&ps)
+	return ps.err()
+}
+
+// check adds the problems of e to ps, but none at a path that ps already
+// names (a value that did not decode is not also "required").
+func (e *Event) check(ps *Problems) {
+	var found Problems
+	add := func(path, format string, args ...any) {
+		if !ps.covers(path) {
+			found.add(path, format, args...)
+		}
+	}
 	def := lookup(e.Type)
 	switch {
 	case e.ID == "":
-		return invalidf("id is required")
+		add("id", "is required")
 	case !ValidID(e.ID):
-		return invalid(CheckID("id", e.ID))
+		add("id", "must match %s", IDPattern)
+	}
+	switch {
 	case e.Type == "":
-		return invalidf("type is required")
+		add("type", "is required")
 	case def == nil:
-		return invalidf("type %q is not one of %s", truncate(string(e.Type), 64), typeList())
-	case e.OccurredAt.IsZero() && zeroTimeGiven:
-		return invalidf("occurred_at: %s is the zero time, not a valid time", e.OccurredAt.UTC().Format(time.RFC3339))
+		add("type", "%q is not one of %s", truncate(string(e.Type), 64), typeList())
+	}
+	switch y := e.OccurredAt.Year(); {
 	case e.OccurredAt.IsZero():
-		return invalidf("occurred_at is required (RFC 3339)")
+		add("occurred_at", "is required (RFC 3339, e.g. 2026-11-26T09:30:00Z)")
+	case y < 2 || y > 9999:
+		add("occurred_at", "%s lies outside the years 0002 to 9999", e.OccurredAt.Format(time.RFC3339Nano))
+	}
+	switch {
 	case e.Recipient.ID == "":
-		return invalidf("recipient.id is required")
+		add("recipient.id", "is required")
 	case !ValidID(e.Recipient.ID):
-		return invalid(CheckID("recipient.id", e.Recipient.ID))
-	case e.Task.ID == "":
-		return invalidf("task.id is required")
-	case !ValidTaskID(e.Task.ID):
-		return invalidf("task.id must match %s", taskIDExpr)
-	case !HasVisible(e.Task.Title):
-		return required("task.title", e.Task.Title, "")
+		add("recipient.id", "must match %s", IDPattern)
 	}
 	if e.Recipient.Email != "" {
-		if err := checkAddress(e.Recipient.Email); err != nil {
-			return err
+		if msg := checkAddress(e.Recipient.Email); msg != "" {
+			add("recipient.email", "%s", msg)
 		}
 	}
+	if !localePattern.MatchString(e.Recipient.Locale) {
+		add("recipient.locale", "%q is not a BCP 47 language tag such as de, pt-BR or zh-Hant-TW", truncate(e.Recipient.Locale, 64))
+	}
+	switch {
+	case e.Task.ID == "":
+		add("task.id", "is required")
+	case !taskIDPattern.MatchString(e.Task.ID):
+		add("task.id", "must match %s", TaskIDPattern)
+	case e.Task.ID == "." || e.Task.ID == "..":
+		add("task.id", "may not be %q: the deep link /tasks/%s would lead to another page", e.Task.ID, e.Task.ID)
+	}
+	if !HasVisible(e.Task.Title) {
+		add("task.title", "%s", requiredText(e.Task.Title, ""))
+	}
+	if b := e.BlockedBy; b != nil && (b.ID == "." || b.ID == "..") {
+		add("blocked_by.id", "may not be %q: as a path segment it would lead to another page", b.ID)
+	}
 	// The rules of the type's own sections come from its registry entry.
-	return def.check(e)
+	if def != nil {
+		def.check(e, add)
+	}
+	*ps = append(*ps, found...)
 }
 
 // checkAddress accepts one bare address (no display name, no list) within
 // the RFC 5321 size limits, which an SMTP server may otherwise refuse only
-// after the relay has spent its attempts.
-func checkAddress(s string) error {
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s || strings.ContainsAny(s, "\r\n") {
-		return invalidf("recipient.email is not an email address")
-	}
+// after the relay has spent its attempts. It returns why s is not one, or
+// "".
+func checkAddress(s string) string {
+	shown := strconv.Quote(truncate(s, 64))
 	if strings.Contains(s, "=?") {
 		// RFC 2047 §5 forbids encoded-words in an address, yet mail clients
 		// decode them there: "=?utf-8?q?a=E2=80=AEb?=@…" would show a bidi
 		// override.
-		return invalidf("recipient.email: contains \"=?\", which mail clients would decode as an RFC 2047 encoded-word")
+		return `contains "=?", which mail clients would decode as an RFC 2047 encoded-word`
 	}
-	at := strings.LastIndexByte(s, '@') // a quoted local part may hold '@', a domain may not
+	at := strings.LastIndexByte(s, '@')
+	if at >= 0 && strings.HasPrefix(s[at+1:], "[") {
+		return fmt.Sprintf("%s has a domain literal: give a domain name (user@example.com)", shown)
+	}
+	if !emailPattern.MatchString(s) {
+		return fmt.Sprintf("%s is not an email address: give one bare address such as ann@example.com, without a name, quotes, spaces or angle brackets", shown)
+	}
 	for _, l := range []struct {
 		what     string
 		n, limit int
@@ -279,21 +347,21 @@ func checkAddress(s string) error {
 		{"the address", len(s), maxAddress},
 	} {
 		if l.n > l.limit {
-			return invalidf("recipient.email: %s is %d octets, over the limit of %d (RFC 5321)", l.what, l.n, l.limit)
+			return fmt.Sprintf("%s is %d octets, over the limit of %d (RFC 5321)", l.what, l.n, l.limit)
 		}
 	}
-	return nil
+	return ""
 }
 
-// TooFarAhead returns an error wrapping ErrInvalid when occurred_at lies
-// more than MaxClockSkew after now, the relay's clock: such a time is a
-// publisher's mistake, and an event dated in the future would never go
-// stale. It returns nil otherwise. Decode does not apply it, so that
-// decoding needs no clock.
+// TooFarAhead returns an error wrapping ErrInvalid (Problems) when
+// occurred_at lies more than MaxClockSkew after now, the relay's clock:
+// such a time is a publisher's mistake, and an event dated in the future
+// would never go stale. It returns nil otherwise. Decode does not apply
+// it, so that decoding needs no clock.
 func (e *Event) TooFarAhead(now time.Time) error {
 	if e.OccurredAt.After(now.Add(MaxClockSkew)) {
-		return invalidf("occurred_at: %s is more than %gh ahead of the relay's clock (%s)",
-			e.OccurredAt.Format(time.RFC3339Nano), MaxClockSkew.Hours(), now.UTC().Format(time.RFC3339))
+		return Problems{{Path: "occurred_at", Message: fmt.Sprintf("%s is more than %gh ahead of the relay's clock (%s)",
+			e.OccurredAt.Format(time.RFC3339Nano), MaxClockSkew.Hours(), now.UTC().Format(time.RFC3339))}}
 	}
 	return nil
 }
@@ -318,22 +386,17 @@ func invisible(r rune) bool {
 		unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
-// required is the error of a required text that is empty or has no visible
-// character; suffix follows the field's name (e.g. " for mention").
-func required(name, s, suffix string) error {
+// requiredText is the message of a required text that is empty or has no
+// visible character; suffix follows "is required" (e.g. " for mention").
+func requiredText(s, suffix string) string {
 	if s == "" {
-		return invalidf("%s is required%s", name, suffix)
+		return "is required" + suffix
 	}
-	return invalidf("%s is required%s: it has no visible character", name, suffix)
+	return "is required" + suffix + " (it has no visible character)"
 }
 
-func validDate(s string) bool {
-	if _, err := time.Parse(time.DateOnly, s); err == nil {
-		return true
-	}
-	_, err := time.Parse(time.RFC3339, s)
-	return err == nil
-}
+// validDate reports whether s is a date or an RFC 3339 date-time.
+func validDate(s string) bool { return datePattern.MatchString(s) || dateTimePattern.MatchString(s) }
 
 // HasEmail reports whether the recipient has an address to mail.
 func (e *Event) HasEmail() bool { return e.Recipient.Email != "" }
@@ -355,11 +418,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
-}
-
-// invalid marks err as a contract violation.
-func invalid(err error) error { return fmt.Errorf("%w: %w", ErrInvalid, err) }
-
-func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }

@@ -53,21 +53,21 @@ func TestDecode(t *testing.T) {
 				delete(m, "comment")
 				m["change"] = map[string]any{"field": "planned_end", "from": "soon", "to": "later"}
 			})
-		}, wantErr: "change.from must be a date"},
+		}, wantErr: `change.from: "soon" is not a date`},
 		{name: "too large", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["comment"] = map[string]any{"body": strings.Repeat("a", 70000)} })
 		}, wantErr: "over the limit"},
-		{name: "missing id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "id") }) }, wantErr: "id is required", noID: true},
-		{name: "bad id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["id"] = "a b" }) }, wantErr: "id must match", noID: true},
+		{name: "missing id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "id") }) }, wantErr: "id: is required", noID: true},
+		{name: "bad id", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["id"] = "a b" }) }, wantErr: "id: must match", noID: true},
 		{name: "id too long", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["id"] = strings.Repeat("a", 129) })
-		}, wantErr: "id must match", noID: true},
+		}, wantErr: "id: must match", noID: true},
 		{name: "unknown type", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["type"] = "task.deleted" }) }, wantErr: "not one of"},
 		{name: "missing occurred_at", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "occurred_at") }) }, wantErr: "occurred_at"},
 		{name: "missing occurred_at is required", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "occurred_at") }) },
-			wantErr: "occurred_at is required (RFC 3339)"},
+			wantErr: "occurred_at: is required (RFC 3339"},
 		{name: "null occurred_at is required", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["occurred_at"] = nil }) },
-			wantErr: "occurred_at is required (RFC 3339)"},
+			wantErr: "occurred_at: is required (RFC 3339"},
 		{name: "zero occurred_at is not a valid time", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["occurred_at"] = "0001-01-01T00:00:00Z" })
 		}, wantErr: "occurred_at: 0001-01-01T00:00:00Z is the zero time, not a valid time"},
@@ -77,10 +77,11 @@ func TestDecode(t *testing.T) {
 		{name: "occurred_at in 2099 decodes (the clock rule is TooFarAhead's)", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["occurred_at"] = "2099-01-01T00:00:00Z" })
 		}},
-		{name: "bad occurred_at", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["occurred_at"] = "yesterday" }) }, wantErr: "not valid JSON"},
+		{name: "bad occurred_at", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { m["occurred_at"] = "yesterday" }) },
+			wantErr: `occurred_at: "yesterday" is not an RFC 3339 date-time`},
 		{name: "missing recipient id", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["recipient"] = map[string]any{"email": "a@b.c"} })
-		}, wantErr: "recipient.id is required"},
+		}, wantErr: "recipient.id: is required"},
 		{name: "bad recipient email", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["recipient"] = map[string]any{"id": "u1", "email": "Ann <a@b.c>"} })
 		}, wantErr: "recipient.email"},
@@ -104,29 +105,29 @@ func TestDecode(t *testing.T) {
 		}},
 		{name: "task id with slash", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "../x", "title": "T"} })
-		}, wantErr: "task.id must match"},
+		}, wantErr: "task.id: must match"},
 		{name: "blank task title", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "t1", "title": "  "} })
 		}, wantErr: "task.title"},
 		{name: "task title of zero-width characters", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "t1", "title": "\u200b\u200d\u2060\ufeff"} })
-		}, wantErr: "task.title is required: it has no visible character"},
+		}, wantErr: "task.title: is required (it has no visible character)"},
 		{name: "task title of a Hangul filler and a no-break space", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "t1", "title": "\u3164\u00a0"} })
-		}, wantErr: "task.title is required"},
+		}, wantErr: "task.title: is required"},
 		{name: "empty task title", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "t1", "title": ""} })
-		}, wantErr: "task.title is required"},
+		}, wantErr: "task.title: is required"},
 		{name: "task title with one visible character", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["task"] = map[string]any{"id": "t1", "title": "\u200bx\u200b"} })
 		}},
 		{name: "comment body of bidi controls and tags", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["comment"] = map[string]any{"body": "\u202e\u2066\U000E0041\r\n\t"} })
-		}, wantErr: "comment.body is required for task.comment: it has no visible character"},
+		}, wantErr: "comment.body: is required for task.comment (it has no visible character)"},
 		{name: "comment without body", data: func(t *testing.T) []byte { return mutate(t, func(m map[string]any) { delete(m, "comment") }) }, wantErr: "comment.body"},
 		{name: "date change without change", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) { m["type"] = "task.date_changed"; delete(m, "comment") })
-		}, wantErr: "change is required"},
+		}, wantErr: "change: is required"},
 		{name: "date change bad field", data: func(t *testing.T) []byte {
 			return mutate(t, func(m map[string]any) {
 				m["type"] = "task.date_changed"
@@ -208,7 +209,7 @@ func TestDomainOf(t *testing.T) {
 // told "required", not "not a valid time".
 func TestZeroTimeInGoIsRequired(t *testing.T) {
 	e := &event.Event{ID: "n1", Type: event.TaskAssigned, Recipient: event.Recipient{ID: "u1"}, Task: event.Task{ID: "t1", Title: "T"}}
-	if err := e.Validate(); !errors.Is(err, event.ErrInvalid) || !strings.Contains(err.Error(), "occurred_at is required") {
+	if err := e.Validate(); !errors.Is(err, event.ErrInvalid) || !strings.Contains(err.Error(), "occurred_at: is required") {
 		t.Errorf("Validate = %v, want occurred_at is required", err)
 	}
 }
@@ -314,6 +315,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add("", []byte(`[]`))
 	f.Add("", []byte(`{"id":"z","type":"task.assigned","occurred_at":"0001-01-01T00:00:00Z","recipient":{"id":"u"},"task":{"id":"t","title":"T"}}`))
 	f.Add("", []byte(`{"id":"v","type":"mention","occurred_at":"2026-01-01T00:00:00Z","recipient":{"id":"u"},"task":{"id":"t","title":"\u200b"},"comment":{"body":"\u3164"}}`))
+	f.Add("notify.task.blocked", []byte(`{"id":12,"type":"task.blocked","occurred_at":"2026-01-01t00:00:00.123456789012z","recipient":{"id":4.2e1,"email":null,"locale":"pt-BR"},"task":{"id":1e3,"title":"T"},"blocked_by":{"id":".."}}`))
+	f.Add("", []byte(`{"id":"a","id":"b","Recipient":{"id":"u"},"recipient":{"id":"u","id":9007199254740992},"task":{"id":-0,"title":"T"},"occurred_at":"2026-01-01 00:00:00"}`))
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
 		ev, err := event.Decode(subject, data, 4096)
 		if err != nil {

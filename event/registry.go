@@ -81,47 +81,44 @@ func (d Def) Has(s Section) bool {
 	return slices.Contains(d.Requires, s) || slices.Contains(d.Optional, s)
 }
 
-// check applies the rules of the sections the type requires.
-func (d *Def) check(e *Event) error {
+// check applies the rules of the sections the type requires, reporting
+// each problem with add.
+func (d *Def) check(e *Event, add func(path, format string, args ...any)) {
 	for _, s := range d.Requires {
-		if err := s.check(e); err != nil {
-			return err
-		}
+		s.check(e, add)
 	}
-	return nil
 }
 
 // check reports an event that lacks s, or carries it broken.
-func (s Section) check(e *Event) error {
+func (s Section) check(e *Event, add func(path, format string, args ...any)) {
 	switch s {
 	case SectionComment:
 		if e.Comment == nil {
-			return invalidf("comment.body is required for %s", e.Type)
-		}
-		if !HasVisible(e.Comment.Body) {
-			return required("comment.body", e.Comment.Body, " for "+string(e.Type))
+			add("comment.body", "is required for %s", e.Type)
+		} else if !HasVisible(e.Comment.Body) {
+			add("comment.body", "%s", requiredText(e.Comment.Body, " for "+string(e.Type)))
 		}
 	case SectionChange:
 		if e.Change == nil {
-			return invalidf("change is required for %s", e.Type)
+			add("change", "is required for %s", e.Type)
+			return
 		}
 		if e.Change.Field != "planned_start" && e.Change.Field != "planned_end" {
-			return invalidf("change.field must be planned_start or planned_end")
+			add("change.field", "must be planned_start or planned_end")
 		}
 		for _, f := range []struct {
 			name string
 			d    *string
 		}{{"change.from", e.Change.From}, {"change.to", e.Change.To}} {
 			if f.d != nil && !validDate(*f.d) {
-				return invalidf("%s must be a date (YYYY-MM-DD or RFC 3339) or null", f.name)
+				add(f.name, "%q is not a date (YYYY-MM-DD), an RFC 3339 date-time or null", truncate(*f.d, 64))
 			}
 		}
 	case SectionBlockedBy:
 		if e.BlockedBy == nil {
-			return invalidf("blocked_by is required for %s", e.Type)
+			add("blocked_by", "is required for %s", e.Type)
 		}
 	}
-	return nil
 }
 
 func (s Section) known() bool {

@@ -148,8 +148,8 @@ func TestValidateUsesRegistry(t *testing.T) {
 		edit func(*event.Event)
 		want string // "" = valid
 	}{
-		{"no blocked_by", func(*event.Event) {}, "blocked_by is required for task.unblocked"},
-		{"no change", func(e *event.Event) { e.BlockedBy = &event.TaskRef{ID: "t0"} }, "change is required for task.unblocked"},
+		{"no blocked_by", func(*event.Event) {}, "blocked_by: is required for task.unblocked"},
+		{"no change", func(e *event.Event) { e.BlockedBy = &event.TaskRef{ID: "t0"} }, "change: is required for task.unblocked"},
 		{"bad change", func(e *event.Event) {
 			e.BlockedBy = &event.TaskRef{ID: "t0"}
 			e.Change = &event.Change{Field: "title"}
@@ -243,13 +243,20 @@ func TestSchemaTypesAreRegistry(t *testing.T) {
 			Required []event.Section `json:"required"`
 		} `json:"then"`
 	}
+	// An id is a string matching the pattern, or an integer (§9.1).
+	type idSchema struct {
+		AnyOf []struct {
+			Type    string `json:"type"`
+			Pattern string `json:"pattern"`
+		} `json:"anyOf"`
+	}
 	var s struct {
 		Properties struct {
-			ID        struct{ Pattern string }    `json:"id"`
+			ID        idSchema                    `json:"id"`
 			Type      struct{ Enum []event.Type } `json:"type"`
 			Recipient struct {
 				Properties struct {
-					ID struct{ Pattern string } `json:"id"`
+					ID idSchema `json:"id"`
 				} `json:"properties"`
 			} `json:"recipient"`
 		} `json:"properties"`
@@ -261,8 +268,16 @@ func TestSchemaTypesAreRegistry(t *testing.T) {
 	if !slices.Equal(s.Properties.Type.Enum, event.Types) {
 		t.Errorf("schema type enum = %q, registry = %q", s.Properties.Type.Enum, event.Types)
 	}
-	if s.Properties.ID.Pattern != event.IDPattern || s.Properties.Recipient.Properties.ID.Pattern != event.IDPattern {
-		t.Errorf("schema id patterns %q, %q; want %q", s.Properties.ID.Pattern, s.Properties.Recipient.Properties.ID.Pattern, event.IDPattern)
+	pattern := func(s idSchema) string { // of the string branch
+		for _, b := range s.AnyOf {
+			if b.Type == "string" {
+				return b.Pattern
+			}
+		}
+		return ""
+	}
+	if pattern(s.Properties.ID) != event.IDPattern || pattern(s.Properties.Recipient.Properties.ID) != event.IDPattern {
+		t.Errorf("schema id patterns %q, %q; want %q", pattern(s.Properties.ID), pattern(s.Properties.Recipient.Properties.ID), event.IDPattern)
 	}
 
 	// Each type's required sections, as the schema says and as the registry does.
@@ -338,7 +353,7 @@ func TestSixthType(t *testing.T) {
 	}
 	noComment := *ev
 	noComment.Comment = nil
-	if err := noComment.Validate(); err == nil || !strings.Contains(err.Error(), "comment.body is required for task.reaction") {
+	if err := noComment.Validate(); err == nil || !strings.Contains(err.Error(), "comment.body: is required for task.reaction") {
 		t.Errorf("Validate without comment = %v", err)
 	}
 

@@ -28,14 +28,15 @@ import (
 var version = "dev"
 
 type cli struct {
-	Serve    serveCmd    `cmd:"" help:"Run the relay."`
-	Publish  publishCmd  `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
-	Prefs    prefsCmd    `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
-	State    stateCmd    `cmd:"" help:"Read what became of a notification (notify_email_state)."`
-	Status   statusCmd   `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
-	Replay   replayCmd   `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
-	SendTest sendTestCmd `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
-	Version  versionCmd  `cmd:"" help:"Print the version."`
+	Serve     serveCmd     `cmd:"" help:"Run the relay."`
+	Provision provisionCmd `cmd:"" help:"Create or update every stream, consumer and bucket, print them, and exit (run it before publishers start)."`
+	Publish   publishCmd   `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
+	Prefs     prefsCmd     `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
+	State     stateCmd     `cmd:"" help:"Read what became of a notification (notify_email_state)."`
+	Status    statusCmd    `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
+	Replay    replayCmd    `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
+	SendTest  sendTestCmd  `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
+	Version   versionCmd   `cmd:"" help:"Print the version."`
 }
 
 type serveCmd struct {
@@ -245,7 +246,7 @@ func (a *app) publish(ctx context.Context, c publishCmd) error {
 	defer cancel()
 	ack, err := event.PublishRaw(pctx, js, ev.Type.Subject(), ev.ID, data)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("%w (no stream captures %s: has `mailrelay serve` run once against this server?)", err, ev.Type.Subject())
+		return fmt.Errorf("%w (no stream captures %s: run `mailrelay provision` against this server first)", err, ev.Type.Subject())
 	}
 	if err != nil {
 		return err
@@ -261,7 +262,7 @@ func (a *app) publish(ctx context.Context, c publishCmd) error {
 func (a *app) bucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("bucket %s not found: `mailrelay serve` creates it at start-up", name)
+		return nil, fmt.Errorf("bucket %s not found: `mailrelay provision` (or `mailrelay serve` at start-up) creates it", name)
 	}
 	return kv, err
 }

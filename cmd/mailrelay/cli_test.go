@@ -56,7 +56,7 @@ func commandPaths(t *testing.T) [][]string {
 func TestHelpEveryCommand(t *testing.T) {
 	badConfig := envFrom(map[string]string{"EMAIL_USE_TLS": "true", "EMAIL_USE_SSL": "true", "EMAIL_PORT": "nope"})
 	paths := commandPaths(t)
-	want := []string{"serve", "publish", "prefs", "prefs get", "prefs set", "state", "state get", "status", "send-test", "version"}
+	want := []string{"serve", "provision", "publish", "prefs", "prefs get", "prefs set", "state", "state get", "status", "send-test", "version"}
 	var got []string
 	for _, p := range paths {
 		got = append(got, strings.Join(p, " "))

@@ -50,6 +50,7 @@ type Email struct {
 	Timeout      time.Duration `env:"-"`                        // EMAIL_TIMEOUT, read by parseSeconds
 	FilePath     string        `env:"EMAIL_FILE_PATH"`
 	InsecureAuth bool          `env:"MAILRELAY_SMTP_INSECURE_AUTH"`
+	EHLOName     string        `env:"MAILRELAY_EHLO_NAME"` // "" = the host's fully qualified name (transport.DefaultHeloName)
 }
 
 // Message holds what every composed message carries.

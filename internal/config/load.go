@@ -110,6 +110,13 @@ func (c *Config) parse(raw map[string]string) (Problems, map[string]bool) {
 	if h, ok := transport.NormalizeHost(c.Email.Host); ok {
 		c.Email.Host = h
 	}
+	if h, ok := transport.NormalizeHeloName(c.Email.EHLOName); ok {
+		c.Email.EHLOName = h // "bücher.example" is sent as xn--bcher-kva.example, "192.0.2.1" as [192.0.2.1]
+	}
+	// An internationalised From domain is used as its A-label everywhere:
+	// the envelope, the From field, Message-IDs and the List-Id. One that
+	// does not convert is left for validate to name.
+	c.Message.From = asciiFrom(c.Message.From)
 	c.Message.FrontendBaseURL = strings.TrimRight(c.Message.FrontendBaseURL, "/")
 	return problems, failed
 }

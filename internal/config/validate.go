@@ -149,6 +149,8 @@ func (c *Config) checkEmail(k *checker) {
 	k.check(err == nil, "EMAIL_BACKEND", string(e.Backend))
 	_, hostOK := transport.NormalizeHost(e.Host)
 	k.check(e.Host == "" || hostOK, "EMAIL_HOST", e.Host)
+	_, heloOK := transport.NormalizeHeloName(e.EHLOName)
+	k.check(e.EHLOName == "" || heloOK, "MAILRELAY_EHLO_NAME", e.EHLOName)
 	k.checkInt("EMAIL_PORT", e.Port, 1, 65535)
 	if e.UseTLS && e.UseSSL {
 		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL"},
@@ -207,6 +209,13 @@ func (c *Config) checkSMTPAuth(k *checker) {
 func (c *Config) checkMessage(k *checker) {
 	m := c.Message
 	k.check(validFrom(m.From), "DEFAULT_FROM_EMAIL", m.From)
+	if _, addr := c.FromAddress(); validFrom(m.From) {
+		// An internationalised domain that IDNA2008 refuses (Load has
+		// converted every other one to its A-label): no mail could go.
+		if _, err := transport.ASCIIAddress(addr); err != nil {
+			k.addf([]string{"DEFAULT_FROM_EMAIL"}, "DEFAULT_FROM_EMAIL: %v", err)
+		}
+	}
 	k.check(m.FrontendBaseURL == "" || headers.CheckBaseURL(m.FrontendBaseURL) == nil, "FRONTEND_BASE_URL", m.FrontendBaseURL)
 	k.check(m.ListID == "" || validListID(m.ListID), "MAILRELAY_LIST_ID", m.ListID)
 	if m.TemplateDir != "" {
@@ -390,6 +399,24 @@ func validFrom(s string) bool {
 	}
 	a, err := mail.ParseAddress(s)
 	return err == nil && headers.CheckFrom(a.Address) == nil
+}
+
+// asciiFrom returns the From value s with its address's domain as its
+// A-label (transport.ASCIIDomain), or s as it is when it does not parse or
+// the domain does not convert.
+func asciiFrom(s string) string {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return s
+	}
+	at := strings.LastIndexByte(a.Address, '@')
+	domain := a.Address[at+1:]
+	ascii, err := transport.ASCIIDomain(domain)
+	i := strings.LastIndex(s, "@"+domain)
+	if err != nil || ascii == domain || i < 0 {
+		return s
+	}
+	return s[:i+1] + ascii + s[i+1+len(domain):]
 }
 
 // validNATSURL reports whether s is a server URL nats.go accepts: nats, tls,

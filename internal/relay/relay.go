@@ -298,6 +298,7 @@ func SMTPConfig(cfg *config.Config) transport.SMTPConfig {
 		InsecureAuth: cfg.Email.InsecureAuth,
 		Timeout:      cfg.Email.Timeout,
 		PoolSize:     cfg.Relay.Concurrency,
+		HeloName:     cfg.Email.EHLOName,
 	}
 }
 

@@ -4,12 +4,17 @@
 // code for MAIL, RCPT or DATA, a connection dropped after DATA, latency), make
 // the server vanish and come back on the same port, require STARTTLS or
 // implicit TLS with a certificate generated at test time, and require AUTH
-// PLAIN. The server counts the connections it accepted and the ones still
-// open, so a test can check connection reuse and idle closing. Everything is
-// safe for concurrent use; waiting is done with deadlines, never with sleeps.
+// PLAIN, and offer SMTPUTF8 (RFC 6531) or not. The server counts the
+// connections it accepted and the ones still open, so a test can check
+// connection reuse and idle closing, and records the EHLO name and the
+// command lines clients sent (Commands) and every byte they sent (Received),
+// so a test can check what went over the wire, not only what was accepted.
+// Everything is safe for concurrent use; waiting is done with deadlines,
+// never with sleeps.
 package smtptest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -34,6 +39,8 @@ type Message struct {
 	Data     []byte   // the message as received, CRLF line endings, dot-unstuffed
 	TLS      bool     // the session ran over TLS (STARTTLS or implicit)
 	Username string   // the authenticated user, "" without AUTH
+	SMTPUTF8 bool     // MAIL FROM carried the SMTPUTF8 parameter (only a server WithSMTPUTF8 accepts it)
+	Helo     string   // the name the client gave in EHLO or HELO
 }
 
 // Stage is the SMTP command a scripted failure answers.
@@ -57,6 +64,7 @@ type options struct {
 	password string
 	latency  time.Duration
 	discard  bool
+	utf8     bool
 }
 
 // WithStartTLS makes the server offer STARTTLS with cert (see
@@ -89,8 +97,17 @@ func WithLatency(d time.Duration) Option {
 	return func(o *options) { o.latency = d }
 }
 
+// WithSMTPUTF8 makes the server offer SMTPUTF8 (RFC 6531) in its EHLO reply
+// and accept the SMTPUTF8 parameter on MAIL FROM. Without it the server does
+// not offer the extension and refuses the parameter (504 5.5.4), as go-smtp
+// does.
+func WithSMTPUTF8() Option {
+	return func(o *options) { o.utf8 = true }
+}
+
 // DiscardBodies makes the server read and drop message data, only counting
-// accepted messages (see Count); Messages then returns nil. For benchmarks.
+// accepted messages (see Count); Messages, Commands and Received then
+// return nil. For benchmarks.
 func DiscardBodies() Option {
 	return func(o *options) { o.discard = true }
 }
@@ -118,6 +135,8 @@ type Server struct {
 	rate     float64 // share of messages failed at DATA with rateErr
 	rateErr  error
 	rnd      *rand.Rand
+	cmds     []string // command lines clients sent in the clear, in order
+	received []byte   // every byte clients sent, in the order read
 }
 
 // Start runs a server on 127.0.0.1 and a free port; t.Cleanup closes it.
@@ -151,6 +170,30 @@ func (s *Server) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Message(nil), s.msgs...)
+}
+
+// Commands returns the command lines clients sent, in the order the server
+// read them, without CRLF and without message data: "EHLO client.test",
+// "MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8", "RCPT TO:<b@example.com>",
+// "DATA", "QUIT"... as they were on the wire. Only what travelled in the
+// clear is there: nothing of an implicit TLS session, nothing after
+// STARTTLS (see Message.Helo for the EHLO name of any session). Nil in
+// DiscardBodies mode.
+func (s *Server) Commands() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.cmds...)
+}
+
+// Received returns every byte clients sent since Start, message data
+// included, as read from the sockets (connections interleave; with TLS
+// these are TLS records), for a test to check for instance that nothing
+// 8-bit went to a server that did not offer SMTPUTF8. Nil in DiscardBodies
+// mode.
+func (s *Server) Received() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.received...)
 }
 
 // Count returns how many messages the server accepted.
@@ -380,6 +423,13 @@ func (s *Server) record(m Message) {
 	s.signalLocked()
 }
 
+func (s *Server) recordReceived(b []byte, cmds []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.received = append(s.received, b...)
+	s.cmds = append(s.cmds, cmds...)
+}
+
 func (s *Server) connOpened() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -423,6 +473,7 @@ func (s *Server) listen(addr string) (*instance, error) {
 	srv.Domain = "smtptest.localhost"
 	srv.ErrorLog = testLogger{s.t}
 	srv.AllowInsecureAuth = s.opts.tls == nil
+	srv.EnableSMTPUTF8 = s.opts.utf8
 	var l net.Listener = inst.ln
 	if s.opts.tls != nil {
 		if s.opts.implicit {
@@ -468,7 +519,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, l: l}
+	tc := &trackedConn{Conn: c, l: l, clear: !l.s.opts.implicit}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -504,6 +555,59 @@ type trackedConn struct {
 	net.Conn
 	l    *listener
 	once sync.Once
+
+	// Read runs on the connection's one handler goroutine: these need no
+	// lock.
+	clear bool   // the bytes read are SMTP, not TLS records
+	data  bool   // reading message data (after DATA, until the lone ".")
+	line  []byte // the incomplete line read so far
+}
+
+// Read records what the client sent: every byte, and its command lines
+// while the session is in the clear.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.l.s.opts.discard {
+		c.l.s.recordReceived(p[:n], c.commands(p[:n]))
+	}
+	return n, err
+}
+
+// commands splits b into lines and returns the complete command lines, in
+// the clear part of the session. DATA starts message data, which ends at a
+// lone "."; STARTTLS ends the clear part (go-smtp answers 220 and turns to
+// TLS at once). A DATA the server refused would be followed by commands
+// taken for data: the clients of these tests do not send DATA without an
+// accepted recipient.
+func (c *trackedConn) commands(b []byte) []string {
+	if !c.clear {
+		return nil
+	}
+	var cmds []string
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			c.line = append(c.line, b...)
+			break
+		}
+		line := string(bytes.TrimSuffix(append(c.line, b[:i]...), []byte("\r")))
+		c.line, b = c.line[:0], b[i+1:]
+		switch {
+		case c.data:
+			c.data = line != "."
+		default:
+			cmds = append(cmds, line)
+			verb, _, _ := strings.Cut(strings.ToUpper(line), " ")
+			switch verb {
+			case "DATA":
+				c.data = true
+			case "STARTTLS":
+				c.clear = false
+				return cmds
+			}
+		}
+	}
+	return cmds
 }
 
 func (c *trackedConn) Close() error {
@@ -533,6 +637,7 @@ type session struct {
 	conn *smtp.Conn
 	user string
 	from string
+	utf8 bool
 	to   []string
 }
 
@@ -563,7 +668,7 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (se *session) Mail(from string, _ *smtp.MailOptions) error {
+func (se *session) Mail(from string, opts *smtp.MailOptions) error {
 	if se.s.opts.username != "" && se.user == "" {
 		return errAuthRequired
 	}
@@ -571,6 +676,7 @@ func (se *session) Mail(from string, _ *smtp.MailOptions) error {
 		return err
 	}
 	se.from = from
+	se.utf8 = opts != nil && opts.UTF8
 	return nil
 }
 
@@ -610,12 +716,15 @@ func (se *session) Data(r io.Reader) error {
 		return err
 	}
 	_, isTLS := se.conn.TLSConnectionState()
-	se.s.record(Message{From: se.from, To: append([]string(nil), se.to...), Data: data, TLS: isTLS, Username: se.user})
+	se.s.record(Message{
+		From: se.from, To: append([]string(nil), se.to...), Data: data, TLS: isTLS, Username: se.user,
+		SMTPUTF8: se.utf8, Helo: se.conn.Hostname(),
+	})
 	return nil
 }
 
 func (se *session) Reset() {
-	se.from, se.to = "", nil
+	se.from, se.utf8, se.to = "", false, nil
 }
 
 func (se *session) Logout() error { return nil }

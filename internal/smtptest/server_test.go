@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -358,5 +359,90 @@ func TestNewReplyPanicsOnNonsense(t *testing.T) {
 			}()
 			_ = newReply(tc.code, tc.enhanced, "")
 		})
+	}
+}
+
+func TestSMTPUTF8(t *testing.T) {
+	const from, to = "jürgen@exämple.com", "ann@example.com"
+	t.Run("offered", func(t *testing.T) {
+		srv := Start(t, WithSMTPUTF8())
+		sc := client{}.dial(t, srv)
+		if err := sc.Hello("client.example.com"); err != nil {
+			t.Fatalf("EHLO: %v", err)
+		}
+		if ok, _ := sc.Extension("SMTPUTF8"); !ok {
+			t.Fatal("EHLO reply lacks SMTPUTF8")
+		}
+		if err := sc.SendMail(from, []string{to}, strings.NewReader(body)); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		_ = sc.Quit()
+		m := srv.WaitFor(t, 1, 5*time.Second)[0]
+		if !m.SMTPUTF8 || m.From != from || m.Helo != "client.example.com" {
+			t.Errorf("SMTPUTF8 %v, From %q, Helo %q; want true, %q, client.example.com", m.SMTPUTF8, m.From, m.Helo, from)
+		}
+		cmds := srv.Commands()
+		want := []string{"EHLO client.example.com", "MAIL FROM:<" + from + "> BODY=8BITMIME SMTPUTF8", "RCPT TO:<" + to + ">", "DATA", "QUIT"}
+		if strings.Join(cmds, "\n") != strings.Join(want, "\n") {
+			t.Errorf("Commands() = %q, want %q", cmds, want)
+		}
+		if !strings.Contains(string(srv.Received()), "Subject: hi\r\n") {
+			t.Errorf("Received() lacks the message data: %q", srv.Received())
+		}
+	})
+	t.Run("not offered", func(t *testing.T) {
+		srv := Start(t)
+		sc := client{}.dial(t, srv)
+		if err := sc.Hello("client.example.com"); err != nil {
+			t.Fatalf("EHLO: %v", err)
+		}
+		if ok, _ := sc.Extension("SMTPUTF8"); ok {
+			t.Fatal("EHLO reply offers SMTPUTF8")
+		}
+		// go-smtp's client refuses to ask; on the wire, the server refuses.
+		host, port := srv.Addr()
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, fmt.Sprint(port)), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		tp := textproto.NewConn(c)
+		if _, _, err := tp.ReadResponse(220); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []struct {
+			cmd  string
+			code int
+		}{{"EHLO raw.example.com", 250}, {"MAIL FROM:<a@example.com> SMTPUTF8", 504}, {"QUIT", 221}} {
+			if err := tp.PrintfLine("%s", step.cmd); err != nil {
+				t.Fatal(err)
+			}
+			if code, msg, err := tp.ReadResponse(step.code); err != nil {
+				t.Fatalf("%s: %d %s: %v", step.cmd, code, msg, err)
+			}
+		}
+		cmds := srv.Commands()
+		want := []string{"EHLO client.example.com", "EHLO raw.example.com", "MAIL FROM:<a@example.com> SMTPUTF8", "QUIT"}
+		if strings.Join(cmds, "\n") != strings.Join(want, "\n") {
+			t.Errorf("Commands() = %q, want %q", cmds, want)
+		}
+	})
+}
+
+// Commands holds what travelled in the clear only: the EHLO and STARTTLS
+// before the handshake, nothing after it; Message.Helo has the name anyway.
+func TestCommandsStopAtTLS(t *testing.T) {
+	cert, roots := NewCertificate(t)
+	srv := Start(t, WithStartTLS(cert))
+	if err := (client{tls: "starttls", roots: roots}).send(t, srv); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	m := srv.WaitFor(t, 1, 5*time.Second)[0]
+	cmds := srv.Commands()
+	if len(cmds) != 2 || !strings.HasPrefix(cmds[0], "EHLO ") || cmds[1] != "STARTTLS" {
+		t.Errorf("Commands() = %q, want the EHLO and STARTTLS only", cmds)
+	}
+	if m.Helo == "" || !m.TLS {
+		t.Errorf("Helo %q, TLS %v; want the EHLO name over TLS", m.Helo, m.TLS)
 	}
 }

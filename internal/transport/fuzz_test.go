@@ -13,7 +13,7 @@ import (
 // FuzzRender: whatever text reaches the rendered header values (subject,
 // display names, extra headers) and the body, the message parses with
 // net/mail and carries exactly the header fields it was given: no field is
-// added (no Bcc smuggled in with a CR/LF), none is lost.
+// added (no Bcc smuggled in with a CR/LF), none is lost; and it is 7-bit.
 func FuzzRender(f *testing.F) {
 	f.Add("Pour foundation", "Ann Lee", "task.comment", "Hello\nworld")
 	f.Add("x\r\nBcc: evil@example.com", "Eve\r\nBcc: evil@example.com", "a\nb: c", "line\r\n.\r\nMAIL FROM:<x>")
@@ -33,6 +33,12 @@ func FuzzRender(f *testing.F) {
 		raw, err := renderBytes(m)
 		if err != nil {
 			return // refusing bad input is fine; injecting is not
+		}
+		// ASCII addresses: the whole message is 7-bit, whatever the text,
+		// so it may go to a server that offers neither 8BITMIME nor
+		// SMTPUTF8 (contract §9.4).
+		if i := bytes.IndexFunc(raw, func(r rune) bool { return r >= 0x80 }); i >= 0 {
+			t.Fatalf("rendered message holds 8-bit data at %d:\n%q", i, raw)
 		}
 		parsed, err := mail.ReadMessage(bytes.NewReader(raw))
 		if err != nil {

@@ -38,9 +38,13 @@ var reservedHeaders = []string{
 // the header fields sorted by name, not in the order of Headers; repeated
 // names are merged into one field, comma-separated.
 //
-// Render returns an error for a missing or invalid address, a malformed
-// Message-ID, or a header name that is not a valid field name or is one
-// Render writes itself.
+// An IDN domain in From or To is written as its A-label (punycode), the form
+// the envelope takes too; a non-ASCII local part is kept (see address.go:
+// the SMTP backend sends it only to a server that offers SMTPUTF8).
+//
+// Render returns an error for a missing or invalid address (an IDN domain
+// that IDNA2008 refuses among them), a malformed Message-ID, or a header
+// name that is not a valid field name or is one Render writes itself.
 func Render(m *compose.Message) (*mail.Msg, error) {
 	if m == nil {
 		return nil, errors.New("render: nil message")
@@ -111,7 +115,9 @@ func renderBytes(m *compose.Message) ([]byte, error) {
 }
 
 // mailbox formats a as an RFC 5322 mailbox. The address must be one bare
-// address (the rule the event validation applies too); net/mail quotes the
+// address (the rule the event validation applies too); a domain with
+// non-ASCII characters is written as its A-label (ASCIIDomain), and one that
+// does not convert is refused, naming why; net/mail quotes the
 // display name or, when it holds non-ASCII or control characters, encodes it
 // (RFC 2047), and go-mail parses the result again, refusing what would not
 // parse (FuzzRender: a display name of invalid UTF-8 that go-mail's
@@ -124,7 +130,11 @@ func mailbox(a compose.Address) (string, error) {
 	if err != nil || p.Name != "" || p.Address != a.Email || strings.ContainsAny(a.Email, "\r\n") {
 		return "", fmt.Errorf("%q is not an email address", a.Email)
 	}
-	return (&netmail.Address{Name: encodeText(a.Name), Address: a.Email}).String(), nil
+	addr, err := ASCIIAddress(a.Email)
+	if err != nil {
+		return "", fmt.Errorf("%q cannot be sent: %w", a.Email, err)
+	}
+	return (&netmail.Address{Name: encodeText(a.Name), Address: addr}).String(), nil
 }
 
 // encodeText returns text for a Subject or display name as go-mail should

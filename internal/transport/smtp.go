@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,7 +81,10 @@ type SMTPConfig struct {
 	// SSL_CERT_FILE and SSL_CERT_DIR). An empty ServerName becomes Host, and
 	// MinVersion is raised to TLS 1.2.
 	TLSConfig *tls.Config
-	HeloName  string // EHLO name; "" = the host name of this machine
+	// HeloName is the name sent in EHLO (HELO): a host name or an address
+	// literal, as NormalizeHeloName accepts it (MAILRELAY_EHLO_NAME); "" =
+	// DefaultHeloName, this host's fully qualified name.
+	HeloName string
 }
 
 // SMTP is the SMTP backend (EMAIL_BACKEND=smtp). It keeps a pool of up to
@@ -186,14 +188,12 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 	} else if err != nil {
 		problems = append(problems, err)
 	}
-	helo := cfg.HeloName
-	if helo == "" {
-		if helo, _ = os.Hostname(); helo == "" {
-			helo = "localhost"
-		}
-	}
-	if strings.ContainsAny(helo, " \t\r\n") {
-		problems = append(problems, fmt.Errorf("HELO name %q contains white space", helo))
+	helo, heloOK := NormalizeHeloName(cfg.HeloName)
+	switch {
+	case cfg.HeloName == "":
+		helo = DefaultHeloName()
+	case !heloOK:
+		problems = append(problems, fmt.Errorf("EHLO name %q is not a host name or [IP literal] (MAILRELAY_EHLO_NAME)", cfg.HeloName))
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("smtp backend: %w", errors.Join(problems...))
@@ -235,12 +235,17 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 
 // Send renders m and sends it over a pooled connection. It returns nil once
 // the server accepted the message (a failure after that, such as a broken
-// connection, is ignored), or an *Error.
+// connection, is ignored), or an *Error. A recipient or sender address with
+// a non-ASCII local part goes only over a connection whose server offered
+// SMTPUTF8 in its EHLO reply (with the SMTPUTF8 parameter on MAIL FROM);
+// otherwise Send fails at once, permanently, at StepMail with an error
+// wrapping ErrNoSMTPUTF8, and sends nothing.
 func (s *SMTP) Send(ctx context.Context, m *compose.Message) error {
 	msg, err := Render(m)
 	if err != nil {
 		return &Error{Step: StepRender, Err: err}
 	}
+	utf8Err := smtputf8Needed(m.From.Email, m.To.Email) // nil: any server takes the addresses
 	if e := s.acquire(ctx); e != nil {
 		return e
 	}
@@ -251,7 +256,14 @@ func (s *SMTP) Send(ctx context.Context, m *compose.Message) error {
 		if e != nil {
 			return s.fail(ctx, e)
 		}
-		reused := c.uses > 0
+		if utf8Err != nil {
+			// Decided per connection, from the EHLO reply of this session.
+			if ok, _ := c.client.Extension("SMTPUTF8"); !ok {
+				s.put(c) // nothing was sent over it
+				return &Error{Step: StepMail, Err: utf8Err}
+			}
+		}
+		reused := !c.lastUsed.IsZero() // it waited in the pool: the server may have closed it
 		e = s.deliver(ctx, c, msg)
 		if e == nil {
 			return nil

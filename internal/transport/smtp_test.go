@@ -545,7 +545,9 @@ func TestNewSMTPConfig(t *testing.T) {
 			cfg:     SMTPConfig{Host: "[2001:db8::1]", Username: "ann", Password: testPassword},
 			wantErr: "MAILRELAY_SMTP_INSECURE_AUTH", is: ErrInsecureAuth,
 		},
-		{name: "helo with space", cfg: SMTPConfig{Host: "smtp.example.com", HeloName: "a b"}, wantErr: "HELO"},
+		{name: "helo with space", cfg: SMTPConfig{Host: "smtp.example.com", HeloName: "a b"}, wantErr: "MAILRELAY_EHLO_NAME"},
+		{name: "helo with port", cfg: SMTPConfig{Host: "smtp.example.com", HeloName: "mx.example.com:25"}, wantErr: "MAILRELAY_EHLO_NAME"},
+		{name: "helo address literal", cfg: SMTPConfig{Host: "smtp.example.com", HeloName: "[IPv6:2001:db8::1]"}},
 		{
 			name:    "auth in clear text to a remote host",
 			cfg:     SMTPConfig{Host: "smtp.example.com", Username: "ann", Password: testPassword},
