@@ -22,6 +22,7 @@ type actor struct {
 	log    *zap.Logger
 	obs    Observer
 	healer Healer
+	supp   Suppressions
 }
 
 // errRecordExists: a create without a fallback key met a record.
@@ -133,9 +134,32 @@ func (a *actor) writeFailed(ref Ref, d Decision, err error) Decision {
 	return AfterWriteFailed(d, exists, a.policy)
 }
 
+// suppress puts an address a server rejected for good on the list. A
+// failure is logged: the notification's own record already says why it
+// ended, and the next rejection tries again.
+func (a *actor) suppress(ref Ref, s Suppression) {
+	var err error
+	for try := range policy.LedgerWriteTries {
+		time.Sleep(policy.LedgerWriteDelay(try))
+		ctx, cancel := context.WithTimeout(context.Background(), policy.LedgerWriteTimeout)
+		err = a.supp.Suppress(ctx, s.Address, s.Reason, s.Code)
+		cancel()
+		if err == nil {
+			a.obs.Suppressed()
+			a.log.Warn("address suppressed after a permanent rejection", zap.String("event_id", ref.EventID),
+				zap.String("code", s.Code))
+			return
+		}
+	}
+	a.log.Error("could not add the address to the suppression list", zap.String("event_id", ref.EventID), zap.Error(err))
+}
+
 // conclude logs d and carries out its action; the ledger write is done
 // (written: d's record is stored, and counted when it is an outcome).
 func (a *actor) conclude(m *delivery, ref Ref, d Decision, written bool) error {
+	if d.Suppress != nil {
+		a.suppress(ref, *d.Suppress)
+	}
 	a.logDecision(ref, d)
 	a.obs.Outcome(ref, d)
 	if written && d.Write.Record.State.Final() {
@@ -297,6 +321,7 @@ type Observer interface {
 	// of type typ ("" when unknown); counted once per record written, so
 	// the counts follow the ledger.
 	Recorded(typ string, st state.State)
+	Suppressed() // an address was put on the suppression list
 }
 
 type nopObserver struct{}
@@ -309,3 +334,4 @@ func (nopObserver) LedgerWriteFailed()           {}
 func (nopObserver) Failed(string)                {}
 func (nopObserver) PrefsInvalid()                {}
 func (nopObserver) Recorded(string, state.State) {}
+func (nopObserver) Suppressed()                  {}

@@ -31,11 +31,12 @@ type Facts struct {
 	Stopping   bool          // the shutdown timeout ran out: release what is not claimed
 	Configured bool          // a mail transport is configured
 
-	Ledger    LedgerFacts
-	Prefs     PrefsFacts
-	MessageID string // of the composed mail; "" until composed
-	Claim     ClaimFacts
-	Sent      *SendResult // the send's result; nil until sent
+	Ledger      LedgerFacts
+	Prefs       PrefsFacts
+	Suppression SuppressionFacts
+	MessageID   string // of the composed mail; "" until composed
+	Claim       ClaimFacts
+	Sent        *SendResult // the send's result; nil until sent
 }
 
 // LedgerFacts is the ledger record of the notification, as read.
@@ -52,6 +53,14 @@ type PrefsFacts struct {
 	On      bool
 	Problem string // why a broken preference reads as off; "" when valid
 	Err     error  // the lookup failed
+}
+
+// SuppressionFacts says whether the recipient's address is on the
+// suppression list.
+type SuppressionFacts struct {
+	Read       bool
+	Suppressed bool
+	Err        error // the lookup failed
 }
 
 // ClaimFacts is the state of this delivery's "sending" claim.
@@ -82,17 +91,18 @@ type Step int
 // The steps. Act ends the decision; the others ask the stage for a fact or
 // for the claim or the send.
 const (
-	Act        Step = iota // carry out Action after writing Write
-	ReadLedger             // read the notification's ledger record
-	ReadPrefs              // look up the recipient's preference
-	Compose                // compose the mail
-	Claim                  // write the "sending" claim (Write, a compare-and-set)
-	CheckClaim             // read the record again: is the claim still ours?
-	Send                   // hand the mail to the backend
+	Act             Step = iota // carry out Action after writing Write
+	ReadLedger                  // read the notification's ledger record
+	ReadPrefs                   // look up the recipient's preference
+	ReadSuppression             // look the address up in the suppression list
+	Compose                     // compose the mail
+	Claim                       // write the "sending" claim (Write, a compare-and-set)
+	CheckClaim                  // read the record again: is the claim still ours?
+	Send                        // hand the mail to the backend
 )
 
 func (s Step) String() string {
-	return [...]string{"act", "read ledger", "read prefs", "compose", "claim", "check claim", "send"}[s]
+	return [...]string{"act", "read ledger", "read prefs", "read suppression", "compose", "claim", "check claim", "send"}[s]
 }
 
 // Action is what happens to a delivery once its record is written.
@@ -158,6 +168,14 @@ type Decision struct {
 	Delay  time.Duration // before the next delivery, for Nak
 	Reason string        // logged; the term reason
 	Write  *Write
+	// Suppress, after a permanent rejection of the recipient, puts the
+	// address on the suppression list (with the record written).
+	Suppress *Suppression
+}
+
+// Suppression is an address to put on the suppression list, and why.
+type Suppression struct {
+	Address, Reason, Code string
 }
 
 // Reasons that tests and operators match on.
@@ -248,6 +266,12 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		return skip(f, state.SkippedOptedOut, "email is off for this user and type"), true
 	case !f.Event.HasEmail():
 		return skip(f, state.SkippedNoEmail, "recipient has no email address"), true
+	case !f.Suppression.Read:
+		return Decision{Step: ReadSuppression}, true
+	case f.Suppression.Err != nil:
+		return unavailable(f, p, "suppression list unavailable: "+f.Suppression.Err.Error()), true
+	case f.Suppression.Suppressed:
+		return skip(f, state.SkippedSuppressed, "the address is on the suppression list"), true
 	case !f.Configured:
 		return skip(f, state.SkippedNotConfigured, "no mail transport is configured"), true
 	case f.MessageID == "":
@@ -329,6 +353,9 @@ func afterSend(f Facts, p policy.Policy) Decision {
 	case policy.Permanent(s.Err):
 		rec.State, rec.Error = state.InboxOnly, why
 		d.Action, d.Reason = Term, "permanent failure: "+why
+		if policy.RecipientRejected(s.Err) {
+			d.Suppress = &Suppression{Address: f.Event.Recipient.Email, Reason: why, Code: replyCode(s.Err)}
+		}
 	case f.Delivery >= policy.MaxDeliver:
 		rec.State, rec.Error = state.InboxOnly, why
 		d.Action, d.Reason = Term, fmt.Sprintf("attempts exhausted (%d): %s", f.Delivery, why)

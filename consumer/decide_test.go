@@ -16,7 +16,7 @@ import (
 // baseFacts is a valid first delivery of n1 (task.assigned for u1, who has
 // an address), at testNow, with a transport configured.
 func baseFacts() Facts {
-	return Facts{Seq: 7, Delivery: 1, Now: testNow, Configured: true,
+	return Facts{Seq: 7, Delivery: 1, Now: testNow, Configured: true, Suppression: SuppressionFacts{Read: true},
 		Event: &event.Event{ID: "n1", Type: event.TaskAssigned, OccurredAt: testNow.Add(-time.Minute),
 			Recipient: event.Recipient{ID: "u1", Email: "ann@example.com"}, Task: event.Task{ID: "t1", Title: "T"}}}
 }
@@ -167,6 +167,21 @@ func TestDecide(t *testing.T) {
 			f.Prefs = PrefsFacts{Read: true, On: true}
 			return f
 		}(), want{action: Ack, reason: "no email address", mode: Create, key: "n1", state: state.SkippedNoEmail}},
+		{"opted in, the address not looked up yet", func() Facts {
+			f := baseFacts()
+			f.Prefs, f.Suppression = PrefsFacts{Read: true, On: true}, SuppressionFacts{}
+			return f
+		}(), want{step: ReadSuppression}},
+		{"suppressed address", func() Facts {
+			f := baseFacts()
+			f.Prefs, f.Suppression = PrefsFacts{Read: true, On: true}, SuppressionFacts{Read: true, Suppressed: true}
+			return f
+		}(), want{action: Ack, reason: "suppression list", mode: Create, key: "n1", state: state.SkippedSuppressed}},
+		{"suppression list unreadable", func() Facts {
+			f := baseFacts()
+			f.Prefs, f.Suppression = PrefsFacts{Read: true, On: true}, SuppressionFacts{Read: true, Err: errors.New("timeout")}
+			return f
+		}(), want{action: Nak, delay: p.LedgerRetryDelay, reason: "suppression list unavailable"}},
 		{"not configured", func() Facts {
 			f := baseFacts()
 			f.Configured = false
@@ -370,5 +385,31 @@ func TestOnceEvery(t *testing.T) {
 	}
 	if len(o.last) > brokenPrefsKeys {
 		t.Fatalf("%d keys held, more than %d", len(o.last), brokenPrefsKeys)
+	}
+}
+
+// TestDecideSuppresses: a permanent rejection of the recipient puts the
+// address on the suppression list with the decision; one about the message
+// or the sender does not.
+func TestDecideSuppresses(t *testing.T) {
+	p := policy.Default()
+	for _, tc := range []struct {
+		name string
+		err  *transport.Error
+		want bool
+	}{
+		{"550 5.1.1 at RCPT", &transport.Error{Code: 550, Enhanced: "5.1.1", Step: transport.StepRcpt, Err: errors.New("no such user")}, true},
+		{"554 5.7.1 at RCPT", &transport.Error{Code: 554, Enhanced: "5.7.1", Step: transport.StepRcpt, Err: errors.New("policy")}, false},
+		{"451 at RCPT", &transport.Error{Temporary: true, Code: 451, Step: transport.StepRcpt, Err: errors.New("later")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(sent(baseFacts(), tc.err), p)
+			if (d.Suppress != nil) != tc.want {
+				t.Fatalf("suppress %+v, want %v", d.Suppress, tc.want)
+			}
+			if tc.want && (d.Suppress.Address != "ann@example.com" || d.Suppress.Code != "550 5.1.1") {
+				t.Fatalf("suppress %+v", d.Suppress)
+			}
+		})
 	}
 }

@@ -63,6 +63,18 @@ type Ledger interface {
 	CreateAsync(key string, rec state.Record) (state.Pending, error)
 }
 
+// Suppressions is the list of addresses mail is not sent to (a permanent
+// rejection of the recipient puts the address there).
+type Suppressions interface {
+	Suppressed(ctx context.Context, address string) (bool, error)
+	Suppress(ctx context.Context, address, reason, code string) error
+}
+
+type noSuppressions struct{}
+
+func (noSuppressions) Suppressed(context.Context, string) (bool, error)       { return false, nil }
+func (noSuppressions) Suppress(context.Context, string, string, string) error { return nil }
+
 // Healer is told when a read or a write of the relay's streams and buckets
 // fails (a lost connection, a bucket deleted at runtime) and checks them,
 // provisioning again what is missing; Wait blocks until the relay is whole
@@ -136,6 +148,7 @@ type Handler struct {
 	limiter  Limiter
 	throttle *Throttle
 	healer   Healer
+	supp     Suppressions
 	act      *actor
 	// brokenPrefs says a user's broken preferences once in a while, not
 	// at every notification.
@@ -183,6 +196,10 @@ func WithObserver(o Observer) Option { return func(h *Handler) { h.obs = o } }
 // WithLimiter paces sends.
 func WithLimiter(l Limiter) Option { return func(h *Handler) { h.limiter = l } }
 
+// WithSuppressions looks addresses up in the suppression list and adds
+// those a server rejected for good.
+func WithSuppressions(s Suppressions) Option { return func(h *Handler) { h.supp = s } }
+
 // WithHealer lets deliveries that meet a lost connection or a missing
 // bucket wait for the relay to heal.
 func WithHealer(hl Healer) Option { return func(h *Handler) { h.healer = hl } }
@@ -194,14 +211,14 @@ func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t
 func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose ComposeFunc, opts ...Option) *Handler {
 	cfg.Policy = withDefaults(cfg.Policy)
 	h := &Handler{cfg: cfg, policy: cfg.Policy, sender: sender, prefs: prefs, ledger: ledger, compose: compose,
-		now: time.Now, log: zap.NewNop(), obs: nopObserver{}, healer: nopHealer{}}
+		now: time.Now, log: zap.NewNop(), obs: nopObserver{}, healer: nopHealer{}, supp: noSuppressions{}}
 	for _, o := range opts {
 		o(h)
 	}
 	if h.throttle == nil {
 		h.throttle = NewThrottle(h.policy.SlowDownMin, h.policy.SlowDownMax)
 	}
-	h.act = &actor{ledger: ledger, policy: h.policy, log: h.log, obs: h.obs, healer: h.healer}
+	h.act = &actor{ledger: ledger, policy: h.policy, log: h.log, obs: h.obs, healer: h.healer, supp: h.supp}
 	return h
 }
 
@@ -304,6 +321,13 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 						zap.String("problem", a.Problem))
 				}
 			}
+		case ReadSuppression:
+			var on bool
+			err := h.healing(ctx, j, "suppression_read", func() (err error) {
+				on, err = h.supp.Suppressed(ctx, j.f.Event.Recipient.Email)
+				return err
+			})
+			j.f.Suppression = SuppressionFacts{Read: true, Suppressed: on, Err: err}
 		case Compose:
 			m, err := h.compose(j.f.Event, j.f.Now)
 			if err != nil {

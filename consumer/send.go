@@ -89,6 +89,15 @@ func (h *Handler) sendOnce(ctx context.Context, j *job) error {
 	return err
 }
 
+// replyCode is the SMTP reply code and enhanced status of err, "550 5.1.1".
+func replyCode(err error) string {
+	var te *transport.Error
+	if !errors.As(err, &te) || te.Code == 0 {
+		return ""
+	}
+	return strings.TrimSpace(strconv.Itoa(te.Code) + " " + te.Enhanced)
+}
+
 // failure describes a send error for the ledger and the logs, leading with
 // the SMTP reply code when there is one.
 func failure(err error) string {

@@ -28,15 +28,17 @@ import (
 var version = "dev"
 
 type cli struct {
-	Serve     serveCmd     `cmd:"" help:"Run the relay."`
-	Provision provisionCmd `cmd:"" help:"Create or update every stream, consumer and bucket, print them, and exit (run it before publishers start)."`
-	Publish   publishCmd   `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
-	Prefs     prefsCmd     `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
-	State     stateCmd     `cmd:"" help:"Read what became of a notification (notify_email_state)."`
-	Status    statusCmd    `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
-	Replay    replayCmd    `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
-	SendTest  sendTestCmd  `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
-	Version   versionCmd   `cmd:"" help:"Print the version."`
+	Serve     serveCmd          `cmd:"" help:"Run the relay."`
+	Provision provisionCmd      `cmd:"" help:"Create or update every stream, consumer and bucket, print them, and exit (run it before publishers start)."`
+	Publish   publishCmd        `cmd:"" help:"Validate an event (JSON, from --file or stdin) and publish it to JetStream."`
+	Prefs     prefsCmd          `cmd:"" help:"Read or change a user's email preferences (notify_prefs)."`
+	State     stateCmd          `cmd:"" help:"Read what became of a notification (notify_email_state)."`
+	Suppress  suppressCmd       `cmd:"" help:"List, add or remove suppressed addresses (notify_suppressed)."`
+	Status    statusCmd         `cmd:"" help:"Print the resolved mail transport as JSON (from the environment; no relay needed)."`
+	Replay    replayCmd         `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
+	SendTest  sendTestCmd       `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
+	UnsubURL  unsubscribeURLCmd `cmd:"" name:"unsubscribe-url" help:"Print the one-click unsubscribe URL of a user and type (needs MAILRELAY_PUBLIC_URL and MAILRELAY_UNSUBSCRIBE_KEYS)."`
+	Version   versionCmd        `cmd:"" help:"Print the version."`
 }
 
 type serveCmd struct {

@@ -28,6 +28,9 @@ type Config struct {
 	// AdminToken guards /v1/status/email; "" answers 403 to everyone.
 	AdminToken string
 	Registry   *prometheus.Registry
+	// Suppressions returns the suppression list, nil until the relay has
+	// provisioned it (the endpoints answer 503 meanwhile).
+	Suppressions func() Suppressions
 }
 
 // Handler returns the HTTP handler.
@@ -50,9 +53,19 @@ func Handler(c Config) http.Handler {
 	if c.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /v1/status/email", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/status/email", c.admin(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, c.Status())
+	}))
+	c.suppressionRoutes(mux)
+	return mux
+}
+
+// admin guards h with the bearer token: 403 when none is configured, 401
+// without the right one.
+func (c Config) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		if c.AdminToken == "" {
-			jsonError(w, http.StatusForbidden, "the admin status endpoint is disabled: no MAILRELAY_ADMIN_TOKEN is configured")
+			jsonError(w, http.StatusForbidden, "the admin endpoints are disabled: no MAILRELAY_ADMIN_TOKEN is configured")
 			return
 		}
 		if !authorized(r.Header.Get("Authorization"), c.AdminToken) {
@@ -60,11 +73,15 @@ func Handler(c Config) http.Handler {
 			jsonError(w, http.StatusUnauthorized, "a valid bearer token is required")
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(c.Status())
-	})
-	return mux
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // authorized compares the bearer token in constant time.

@@ -32,6 +32,7 @@ type Metrics struct {
 	ledgerFailures prometheus.Counter
 	readFailures   *prometheus.CounterVec
 	prefsInvalid   prometheus.Counter
+	suppressed     prometheus.Counter
 	ready          *prometheus.GaugeVec
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
@@ -82,6 +83,8 @@ func New(version string) *Metrics {
 			Help: "Reads and claim writes that failed: op ledger_read, claim_write (notify_email_state) or prefs_read (notify_prefs). Each is tried again once the relay has healed."}, []string{"op"}),
 		prefsInvalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_prefs_invalid_total",
 			Help: "Preference lookups that met a stored value that is not valid (read as off; the record's error says why)."}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_suppressed_total",
+			Help: "Addresses the relay put on the suppression list (notify_suppressed) after a permanent rejection of the recipient."}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailrelay_ready",
 			Help: "1 when the relay can do its work (what /readyz answers), else 0; reason says why not (one series at a time)."}, []string{"reason"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_pending",
@@ -96,7 +99,7 @@ func New(version string) *Metrics {
 	build.Set(1)
 	m.initSeries()
 	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
-		m.advisories, m.ledgerFailures, m.readFailures, m.prefsInvalid, m.ready, m.pending, m.ackPending, m.redelivered, build,
+		m.advisories, m.ledgerFailures, m.readFailures, m.prefsInvalid, m.suppressed, m.ready, m.pending, m.ackPending, m.redelivered, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -107,7 +110,7 @@ func New(version string) *Metrics {
 func (m *Metrics) initSeries() {
 	for _, t := range event.Types {
 		for _, st := range []state.State{state.Sent, state.SkippedOptedOut, state.SkippedNoEmail,
-			state.SkippedNotConfigured, state.InboxOnly, state.Invalid, state.SkippedStale} {
+			state.SkippedNotConfigured, state.InboxOnly, state.Invalid, state.SkippedStale, state.SkippedSuppressed} {
 			m.notifications.WithLabelValues(string(t), string(st))
 		}
 	}
@@ -120,7 +123,7 @@ func (m *Metrics) initSeries() {
 	for _, result := range []string{"inbox_only", "already_final", "gone", "ignored"} {
 		m.advisories.WithLabelValues(result)
 	}
-	for _, op := range []string{"ledger_read", "prefs_read", "claim_write"} {
+	for _, op := range []string{"ledger_read", "prefs_read", "suppression_read", "claim_write"} {
 		m.readFailures.WithLabelValues(op)
 	}
 	m.SetReady("starting")
@@ -175,6 +178,9 @@ func (m *Metrics) Advisory(result string) { m.advisories.WithLabelValues(result)
 
 // Failed implements consumer.Observer.
 func (m *Metrics) Failed(op string) { m.readFailures.WithLabelValues(op).Inc() }
+
+// Suppressed implements consumer.Observer.
+func (m *Metrics) Suppressed() { m.suppressed.Inc() }
 
 // PrefsInvalid implements consumer.Observer.
 func (m *Metrics) PrefsInvalid() { m.prefsInvalid.Inc() }

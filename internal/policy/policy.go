@@ -177,5 +177,29 @@ func SlowDown(err error) bool {
 	return false
 }
 
+// RecipientRejected reports whether a permanent failure says the
+// recipient's address itself is refused for good, so that later mail to it
+// is suppressed (contract §9.2): a 5xx reply to RCPT, or an enhanced status
+// 5.1.x (bad destination mailbox) at any step. A 5xx about the message or
+// the sender is not: 5.7.x (policy), 5.3.x (size, system), 5.5.x (syntax,
+// protocol), 5.1.7 and 5.1.8 (the sender's address).
+func RecipientRejected(err error) bool {
+	var e *transport.Error
+	if !errors.As(err, &e) || e.Temporary || e.Code/100 != 5 {
+		return false
+	}
+	switch enh := e.Enhanced; {
+	case enh == "5.1.7" || enh == "5.1.8":
+		return false
+	case strings.HasPrefix(enh, "5.1."):
+		return true
+	case e.Step != transport.StepRcpt:
+		return false
+	case strings.HasPrefix(enh, "5.7.") || strings.HasPrefix(enh, "5.3.") || strings.HasPrefix(enh, "5.5."):
+		return false
+	}
+	return true
+}
+
 // LedgerWriteDelay is the pause before try n (0-based) of a ledger write.
 func LedgerWriteDelay(try int) time.Duration { return time.Duration(try) * LedgerWriteBackoff }

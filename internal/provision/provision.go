@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/suppress"
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -81,6 +82,7 @@ type Handles struct {
 	AdvisoryConsumer jetstream.Consumer
 	Prefs            jetstream.KeyValue
 	State            jetstream.KeyValue
+	Suppressed       jetstream.KeyValue // notify_suppressed
 }
 
 // StreamConfig is the NOTIFY stream configuration for o.
@@ -180,6 +182,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 	})
 	g.Go(func() (err error) { h.Prefs, err = bucket(prefsConfig(o)); return err })
 	g.Go(func() (err error) { h.State, err = bucket(stateConfig(o)); return err })
+	g.Go(func() (err error) { h.Suppressed, err = bucket(suppressedConfig(o)); return err })
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("provision: %w", err)
 	}
@@ -213,6 +216,16 @@ func prefsConfig(o Options) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      prefs.Bucket,
 		Description: "per-user notification email preferences",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+func suppressedConfig(o Options) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      suppress.Bucket,
+		Description: "addresses mail is not sent to (key: hex SHA-256 of the lower-cased address)",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,

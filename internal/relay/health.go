@@ -12,6 +12,7 @@ import (
 	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/suppress"
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -344,7 +345,7 @@ func (x *healer) missing(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 	}
-	for _, b := range []string{prefs.Bucket, state.Bucket} {
+	for _, b := range []string{prefs.Bucket, state.Bucket, suppress.Bucket} {
 		if _, err := x.js.KeyValue(ctx, b); errors.Is(err, jetstream.ErrBucketNotFound) {
 			out = append(out, "bucket "+b)
 		} else if err != nil {

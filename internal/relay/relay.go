@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/consumer"
+	"github.com/mailrelay/mailrelay/headers"
 	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/embedded"
 	"github.com/mailrelay/mailrelay/internal/httpapi"
@@ -21,7 +23,9 @@ import (
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/internal/suppress"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/internal/unsubscribe"
 	"github.com/mailrelay/mailrelay/prefs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +40,10 @@ type Options struct {
 	Stdout   io.Writer // the console backend writes here
 	Version  string
 	Log      *zap.Logger
+
+	// onPrefs, set by Run when the public unsubscribe listener runs, is
+	// given the notify_prefs bucket once it is provisioned.
+	onPrefs func(jetstream.KeyValue)
 }
 
 // Run runs the relay until ctx ends, then stops cleanly.
@@ -73,13 +81,47 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	// unreachable or refusing it, provisioning under way).
 	m := metrics.New(o.Version)
 	hl := newHealth(log, m.SetReady)
+	var supp atomic.Pointer[suppress.Store] // set once provisioned
 	api := httpapi.Handler(httpapi.Config{
 		Ready:      hl.Ready,
 		AdminToken: cfg.HTTP.AdminToken.Reveal(),
 		Registry:   m.Registry,
 		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
+		Suppressions: func() httpapi.Suppressions {
+			if s := supp.Load(); s != nil {
+				return s
+			}
+			return nil
+		},
 	})
+	// --- One-click unsubscribe (contract §9.4, §9.6) ---------------------
+	// The public listener serves /u/<token> only, never the admin paths
+	// above; until NATS is reached a POST answers 503.
+	log.Info("list-unsubscribe", zap.String("mode", cfg.UnsubscribeMode()),
+		zap.String("public_url", cfg.HTTP.PublicURL), zap.String("public_addr", cfg.HTTP.PublicAddr))
+	var public *unsubscribe.Handler
+	if cfg.HTTP.PublicAddr != "" {
+		signer, err := unsubscribe.NewSigner(cfg.HTTP.PublicURL, cfg.UnsubscribeKeyList())
+		if err != nil {
+			return fmt.Errorf("MAILRELAY_UNSUBSCRIBE_KEYS: %w", err)
+		}
+		settings := ""
+		if cfg.Message.FrontendBaseURL != "" {
+			settings = cfg.Message.FrontendBaseURL + headers.SettingsPath
+		}
+		public = unsubscribe.NewHandler(unsubscribe.Config{Signer: signer, SettingsURL: settings, Log: log.Named("unsubscribe")})
+		o.onPrefs = func(kv jetstream.KeyValue) { public.SetPrefs(prefs.New(kv)) }
+	}
+	// --- end one-click unsubscribe ---------------------------------------
 	g, gctx := errgroup.WithContext(ctx)
+	if public != nil { // one-click unsubscribe
+		g.Go(func() error {
+			if err := httpapi.Serve(gctx, cfg.HTTP.PublicAddr, public, log); err != nil {
+				return fmt.Errorf("public listener %s: %w", cfg.HTTP.PublicAddr, err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		err := httpapi.Serve(gctx, cfg.HTTP.Addr, api, log)
 		if err != nil {
@@ -88,14 +130,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return nil
 	})
 	g.Go(func() error { hl.run(gctx); return nil })
-	g.Go(func() error { return relay(gctx, cfg, o, log, m, hl, sender, composer) })
+	g.Go(func() error { return relay(gctx, cfg, o, log, m, hl, sender, composer, &supp) })
 	return g.Wait()
 }
 
 // relay connects, provisions and runs the consumer, the advisory
 // processor and the healer until ctx ends.
 func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, m *metrics.Metrics, hl *health,
-	sender Sender, composer *compose.Composer) error {
+	sender Sender, composer *compose.Composer, supp *atomic.Pointer[suppress.Store]) error {
 	hr := newHealer(hl, ProvisionOptions(cfg), log) // its js is set once connected, before it runs
 	hl.set(srcNATS, problem{"nats_connecting", "connecting to NATS at " + redactedURL(cfg.NATS)})
 	// On every (re)connect the healer looks for what is missing: a server
@@ -119,10 +161,16 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	}
 	hl.set(srcProvision, problem{})
 	hr.ready.Store(true)
+	if o.onPrefs != nil { // one-click unsubscribe: the public listener may write now
+		o.onPrefs(h.Prefs)
+	}
 	log.Info("provisioned", zap.String("stream", provision.Stream), zap.String("consumer", provision.Consumer),
 		zap.Int("replicas", cfg.JetStream.Replicas))
 
-	hopts := []consumer.Option{consumer.WithLogger(log), consumer.WithObserver(m), consumer.WithHealer(hr)}
+	suppressions := suppress.New(h.Suppressed) // watch-backed; its watcher runs in the group below
+	supp.Store(suppressions)
+	hopts := []consumer.Option{consumer.WithLogger(log), consumer.WithObserver(m), consumer.WithHealer(hr),
+		consumer.WithSuppressions(suppressions)}
 	if cfg.Relay.MaxRate > 0 {
 		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
 	}
@@ -147,6 +195,7 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	g.Go(func() error { hr.run(gctx); return nil })
 	g.Go(func() error { m.PollConsumer(gctx, h.Consumer, 5*time.Second); return nil })
 	g.Go(func() error { return prefCache.Run(gctx) })
+	g.Go(func() error { return suppressions.Run(gctx) })
 	g.Go(func() error { return advising.run(gctx, "advisories", log, advisories.Run) })
 	g.Go(func() error {
 		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
@@ -244,11 +293,22 @@ func ComposeConfig(cfg *config.Config) (compose.Config, error) {
 	}
 	name, addr := cfg.FromAddress()
 	c := compose.Config{
-		From:       compose.Address{Name: name, Email: addr},
-		BaseURL:    cfg.Message.FrontendBaseURL,
-		ListID:     cfg.Message.ListID,
-		SnippetMax: cfg.Message.SnippetMax,
-		Templates:  tpl,
+		From:        compose.Address{Name: name, Email: addr},
+		BaseURL:     cfg.Message.FrontendBaseURL,
+		ListID:      cfg.Message.ListID,
+		SnippetMax:  cfg.Message.SnippetMax,
+		Templates:   tpl,
+		HTML:        cfg.Message.HTML,
+		ProductName: cfg.Message.ProductName,
+	}
+	// One-click unsubscribe (contract §9.4): signed links with
+	// List-Unsubscribe-Post only with MAILRELAY_PUBLIC_URL and keys.
+	if cfg.UnsubscribeMode() == config.UnsubscribeOneClick {
+		signer, err := unsubscribe.NewSigner(cfg.HTTP.PublicURL, cfg.UnsubscribeKeyList())
+		if err != nil {
+			return compose.Config{}, fmt.Errorf("MAILRELAY_UNSUBSCRIBE_KEYS: %w", err)
+		}
+		c.OneClick = signer
 	}
 	if err := c.Validate(); err != nil {
 		return compose.Config{}, err
@@ -266,11 +326,15 @@ type Sender interface {
 // EMAIL_HOST it returns the dummy backend, which is never called: such
 // notifications are skipped_not_configured before any send.
 func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, error) {
+	signer, err := cfg.DKIMSigner() // nil without MAILRELAY_DKIM_KEY_FILE; the error names the variable
+	if err != nil {
+		return nil, err
+	}
 	switch cfg.Mode() {
 	case config.ModeConsole:
-		return transport.NewConsole(stdout), nil
+		return transport.NewConsole(stdout, transport.WithSigner(signer)), nil
 	case config.ModeFile:
-		f, err := transport.NewFile(cfg.Email.FilePath)
+		f, err := transport.NewFile(cfg.Email.FilePath, transport.WithSigner(signer))
 		if err != nil {
 			return nil, fmt.Errorf("EMAIL_FILE_PATH: %w", err)
 		}
@@ -280,7 +344,9 @@ func NewSender(cfg *config.Config, stdout io.Writer, log *zap.Logger) (Sender, e
 	case config.ModeNotConfigured:
 		return transport.NewDummy(), nil
 	}
-	s, err := transport.NewSMTP(SMTPConfig(cfg), log)
+	sc := SMTPConfig(cfg)
+	sc.Signer = signer
+	s, err := transport.NewSMTP(sc, log)
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,8 @@ const (
 	InboxOnly            State = "inbox_only"
 	Invalid              State = "invalid"
 	SkippedStale         State = "skipped_stale"
+	// SkippedSuppressed: the address is on the suppression list (§9.2).
+	SkippedSuppressed State = "skipped_suppressed"
 
 	// Sending marks a notification claimed by one delivery that is talking
 	// to the mail backend now (an extension to the contract's table).
