@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/natstest"
@@ -147,5 +148,34 @@ func TestGetAndSetWithBrokenEntries(t *testing.T) {
 	}
 	if a, err := store.Email(ctx, "u2", event.Mention); err != nil || a != (prefs.Answer{On: true}) {
 		t.Errorf("after Set: Email(u2, mention) = %+v, %v; want on", a, err)
+	}
+}
+
+// TestTimeZone: the answer carries the user's time_zone (from memory and
+// from a direct read alike); a value with only optional fields is off and
+// not broken; an unknown zone is no zone.
+func TestTimeZone(t *testing.T) {
+	e := newCacheEnv(t)
+	e.put("tz", `{"email":{"task.assigned":true},"time_zone":"Europe/Berlin"}`)
+	e.put("tzonly", `{"time_zone":"Europe/Berlin","quiet_hours":{"start":"22:00","end":"07:00"}}`)
+	e.put("badtz", `{"email":{"task.assigned":true},"time_zone":"Mars/Olympus"}`)
+	e.run()
+	natstest.Eventually(t, 5*time.Second, func() (bool, string) { return e.enabled("badtz", event.TaskAssigned), "not loaded" })
+	store := prefs.New(e.kv)
+	ctx := natstest.Ctx(t)
+	for _, get := range []func(string) (prefs.Answer, error){
+		func(u string) (prefs.Answer, error) { return store.Email(ctx, u, event.TaskAssigned) },
+		func(u string) (prefs.Answer, error) { return e.c.Email(ctx, u, event.TaskAssigned) },
+	} {
+		a, err := get("tz")
+		if err != nil || !a.On || a.TimeZone == nil || a.TimeZone.String() != "Europe/Berlin" {
+			t.Fatalf("tz: %+v, %v", a, err)
+		}
+		if a, err := get("tzonly"); err != nil || a.On || a.Problem != "" {
+			t.Fatalf("tzonly: %+v, %v; want off and not broken", a, err)
+		}
+		if a, err := get("badtz"); err != nil || !a.On || a.TimeZone != nil {
+			t.Fatalf("badtz: %+v, %v; want on, no zone", a, err)
+		}
 	}
 }

@@ -49,7 +49,14 @@ type Cache struct {
 // a user with none is absent.
 type view struct {
 	mu sync.RWMutex
-	m  map[string][]event.Type
+	m  map[string]cached
+}
+
+// cached is what memory holds of one user: the types that are on, and the
+// time zone that goes with an answer.
+type cached struct {
+	on []event.Type
+	tz *time.Location
 }
 
 // NewCache returns a cache over an opened notify_prefs bucket. nc is the
@@ -94,10 +101,10 @@ func (c *Cache) Email(ctx context.Context, user string, t event.Type) (Answer, e
 		return Answer{}, nil
 	}
 	v.mu.RLock()
-	on := slices.Contains(v.m[user], t)
+	u := v.m[user]
 	v.mu.RUnlock()
-	if on {
-		return Answer{On: true}, nil
+	if slices.Contains(u.on, t) {
+		return Answer{On: true, TimeZone: u.tz}, nil
 	}
 	// "Off" is confirmed with a direct read: an update on its way down the
 	// watch must not make a user who just turned Email on miss a mail.
@@ -161,7 +168,7 @@ func (c *Cache) watch(ctx context.Context, status <-chan nats.Status) (healthy b
 	}
 	defer func() { _ = w.Stop() }()
 
-	v := &view{m: make(map[string][]event.Type)}
+	v := &view{m: make(map[string]cached)}
 	loading := true
 	for {
 		select {
@@ -210,22 +217,22 @@ func (v *view) apply(e jetstream.KeyValueEntry, lock bool) {
 		delete(v.m, e.Key())
 		return
 	}
-	set := parseSet(e.Value())
+	set, tz := parseSet(e.Value())
 	if len(set) == 0 {
 		delete(v.m, e.Key()) // absent is off: keep only users with something on
 		return
 	}
-	v.m[e.Key()] = set
+	v.m[e.Key()] = cached{on: set, tz: tz}
 }
 
 // parseSet reads a stored value as Store.Get does, as the registered types
 // that are on; a broken value is all off, a broken entry off for its type.
 // A type registered after the value arrived reads as off here, and so is
 // confirmed by a direct read.
-func parseSet(b []byte) []event.Type {
+func parseSet(b []byte) ([]event.Type, *time.Location) {
 	v := parse("", b)
 	if v.problem != "" {
-		return nil
+		return nil, nil
 	}
 	var set []event.Type
 	for t, on := range v.prefs.Email {
@@ -233,5 +240,5 @@ func parseSet(b []byte) []event.Type {
 			set = append(set, d.Type) // the registry's string: the decoded key is not kept
 		}
 	}
-	return set
+	return set, v.tz
 }

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/mailrelay/mailrelay/event"
@@ -40,6 +42,9 @@ type Answer struct {
 	// e.g. `notify_prefs["u1"].email["mention"] is "yes", not a boolean`.
 	// It is short and never holds the whole value.
 	Problem string
+	// TimeZone is the user's time_zone (an IANA zone), nil when none or
+	// not a zone this machine knows: then times are shown in UTC.
+	TimeZone *time.Location
 }
 
 // ErrBadValue: the stored value is not a JSON object with an "email"
@@ -102,10 +107,17 @@ type value struct {
 	problem string
 	// broken says, per key of "email" whose value is not a boolean, why.
 	broken map[event.Type]string
+	tz     *time.Location // time_zone, nil when absent or unknown
 }
 
 // answer is the preference for t.
 func (v value) answer(t event.Type) Answer {
+	a := v.email(t)
+	a.TimeZone = v.tz
+	return a
+}
+
+func (v value) email(t event.Type) Answer {
 	if v.problem != "" {
 		return Answer{Problem: v.problem}
 	}
@@ -127,6 +139,34 @@ func parse(user string, b []byte) value {
 		}
 		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", name, describe(b))}
 	}
+	tz := zone(top["time_zone"])
+	v := parseEmail(name, top)
+	v.tz = tz
+	return v
+}
+
+// zone reads a stored time_zone, nil when absent or not a known IANA zone.
+func zone(raw json.RawMessage) *time.Location {
+	var name string
+	if len(raw) == 0 || json.Unmarshal(raw, &name) != nil || name == "" {
+		return nil
+	}
+	if l, ok := zones.Load(name); ok {
+		return l.(*time.Location)
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil || name == "Local" {
+		return nil
+	}
+	zones.Store(name, l)
+	return l
+}
+
+// zones caches loaded locations: preferences are read at every notification.
+var zones sync.Map
+
+// parseEmail reads the "email" object of a stored object.
+func parseEmail(name string, top map[string]json.RawMessage) value {
 	// Keys are exact: encoding/json would take "Email" or "EMAIL" for
 	// "email", and another reader of the bucket would not.
 	email, ok := top["email"]
@@ -135,7 +175,7 @@ func parse(user string, b []byte) value {
 			return value{problem: fmt.Sprintf("%s has the key %s; the key is \"email\" (exact case)", name, strconv.QuoteToASCII(k))}
 		}
 	}
-	if !ok && len(top) > 0 {
+	if !ok && hasOther(top) {
 		// A flat shape ({"task.comment": true}) or another mistake: off,
 		// and said, rather than silently off.
 		return value{problem: fmt.Sprintf("%s has no \"email\" object (its keys: %s)", name, keyList(top))}
@@ -162,6 +202,20 @@ func parse(user string, b []byte) value {
 		}
 	}
 	return v
+}
+
+// optionalKeys are the fields of a stored value besides "email" (contract
+// §9.2): a value with only these has Email off, and nothing is wrong.
+var optionalKeys = map[string]bool{"time_zone": true, "quiet_hours": true, "batch": true}
+
+// hasOther reports whether top has a key that is not an optional field.
+func hasOther(top map[string]json.RawMessage) bool {
+	for k := range top {
+		if !optionalKeys[k] {
+			return true
+		}
+	}
+	return false
 }
 
 // keyList names at most a few keys of a stored object, ASCII-quoted.
