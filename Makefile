@@ -50,6 +50,8 @@ demo: build
 test: tools build
 	$(GO) vet ./...
 	@{ python3 -c 'import jsonschema' || /usr/bin/python3 -c 'import jsonschema'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-jsonschema; }
+	@{ python3 -c 'import dkim, nacl' || /usr/bin/python3 -c 'import dkim, nacl'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-dkim; }
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium; }
 	MAILRELAY_E2E_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 60m ./...
 
 tools: $(TOOLS)

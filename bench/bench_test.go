@@ -46,7 +46,9 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	cfg := compose.Config{From: compose.Address{Name: "Acme", Email: "notify@example.com"},
 		BaseURL: "https://app.example.com", Templates: tpl}
-	composeFn := func(ev *event.Event, now time.Time) (*compose.Message, error) { return compose.Compose(ev, cfg, now) }
+	composeFn := func(ev *event.Event, now time.Time, o compose.Options) (*compose.Message, error) {
+		return compose.ComposeFor(ev, cfg, now, o)
+	}
 	now := time.Now()
 	cases := []struct {
 		name string

@@ -10,7 +10,9 @@
 //  3. latency: a steady 200/s for 30 s, publish to SMTP acceptance;
 //  4. memory:  peak RSS (VmHWM) of the built relay binary, a separate
 //     process, draining a 100,000 and a 10,000 backlog;
-//  5. remote:  the sink waits 20 ms per mail; throughput at K = 16.
+//  5. remote:  the sink waits 20 ms per mail; throughput at K = 16;
+//  7. rtt:     relay and go-mail alone through a latency proxy
+//     (tools/latencyproxy) at RTT 0, 20 and 80 ms, K = 1, 8, 16.
 //
 // Then it runs the Go micro-benchmarks (decode, decide, compose, render)
 // and prints a table, which it also writes to -out (bench/RESULTS.md).
@@ -45,6 +47,7 @@ import (
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/relay"
 	"github.com/mailrelay/mailrelay/prefs"
+	"github.com/mailrelay/mailrelay/tools/latencyproxy/proxy"
 	"github.com/mailrelay/mailrelay/tools/smtpsink/sink"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,7 +62,7 @@ var (
 	flagCPUProfile = flag.String("cpuprofile", "", "write a CPU profile of the drain with K = -profile-k here")
 	flagProfileK   = flag.Int("profile-k", 8, "the drain concurrency -cpuprofile profiles")
 	flagNATSProf   = flag.String("nats-cpuprofile", "", "write a CPU profile of nats-server (its --profile port) during the profiled drain here")
-	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,optout,gobench (default all)")
+	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,rtt,optout,gobench (default all)")
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
 	flagKs         = flag.String("k", "1,4,8,16", "concurrencies of the limit and drain runs")
@@ -258,6 +261,33 @@ func run() error {
 		r.row("5 remote drain: 20ms/mail", strconv.Itoa(remoteK), strconv.Itoa(n),
 			fmt.Sprintf("%.0f mails/s (%.2fs)", res.rate, res.elapsed.Seconds()), fmt.Sprintf("%.2f", res.rate/lim.rate),
 			"≥ 600 mails/s", mark(res.rate >= 600))
+	}
+	if want("rtt") {
+		for _, delay := range rttDelays {
+			rtt := 2 * delay
+			for _, k := range rttKs {
+				n := rttN(k, rtt)
+				gm, err := limitRunVia(k, n, 0, false, delay)
+				if err != nil {
+					return fmt.Errorf("rtt %s go-mail K=%d: %w", rtt, k, err)
+				}
+				res, err := drainVia(k, n, delay)
+				if err != nil {
+					return fmt.Errorf("rtt %s drain K=%d: %w", rtt, k, err)
+				}
+				ideal, target, ok := "", "", ""
+				if rtt > 0 {
+					kr := float64(k) / rtt.Seconds()
+					ideal = fmt.Sprintf("; K/RTT %.0f", kr)
+					if rtt == 20*time.Millisecond && k > 1 {
+						target, ok = fmt.Sprintf("≥ %.0f mails/s", 0.8*kr), mark(res.rate >= 0.8*kr)
+					}
+				}
+				r.row(fmt.Sprintf("7 rtt %s: relay via proxy", ms(rtt)), strconv.Itoa(k), strconv.Itoa(n),
+					fmt.Sprintf("%.0f mails/s; go-mail alone %.0f%s", res.rate, gm.rate, ideal),
+					fmt.Sprintf("%.2f", res.rate/gm.rate), target, ok)
+			}
+		}
 	}
 	if want("optout") {
 		n := scaled(drainN)
@@ -633,13 +663,28 @@ func limitRun(k, n int, latency time.Duration) (rateResult, error) {
 // NOOP before and RSET after each message (what a plain go-mail client
 // does, and what the figures were taken with).
 func limitRunOpts(k, n int, latency time.Duration, goMailDefaults bool) (rateResult, error) {
+	return limitRunVia(k, n, latency, goMailDefaults, -1)
+}
+
+// limitRunVia is limitRunOpts through a latency proxy that delays each
+// direction by delay (none when delay < 0).
+func limitRunVia(k, n int, latency time.Duration, goMailDefaults bool, delay time.Duration) (rateResult, error) {
 	rec := newRecorder(n, false)
 	s, err := sink.Start(sink.Options{Latency: latency, OnAccept: rec.accept})
 	if err != nil {
 		return rateResult{}, err
 	}
 	defer s.Close()
-	host, portS, _ := net.SplitHostPort(s.Addr())
+	addr := s.Addr()
+	if delay >= 0 {
+		p, err := proxy.Start(addr, delay)
+		if err != nil {
+			return rateResult{}, err
+		}
+		defer p.Close()
+		addr = p.Addr()
+	}
+	host, portS, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portS)
 
 	var next atomic.Int64
@@ -918,6 +963,58 @@ func drainRun(k, n int, latency time.Duration, cpuprofile string) (rateResult, e
 	}
 	logf("drain K=%d N=%d: %s", k, n, el)
 	return rateResult{rate: float64(n) / el.Seconds(), elapsed: el, selfCPU: self, natsCPU: natsCPU}, nil
+}
+
+// ---------------------------------------------------------------- 7 rtt
+
+// The round trips of scenario 7: a proxy delays each direction by one of
+// these (RTT 0, 20 and 80 ms), for each concurrency.
+var (
+	rttDelays = []time.Duration{0, 10 * time.Millisecond, 40 * time.Millisecond}
+	rttKs     = []int{1, 8, 16}
+)
+
+// rttN is about 3 s of mail at one round trip a mail (a fixed backlog at
+// RTT 0).
+func rttN(k int, rtt time.Duration) int {
+	if rtt == 0 {
+		return scaled(drainN / 4)
+	}
+	return max(60, int(3*float64(k)/rtt.Seconds()))
+}
+
+// drainVia is drainRun with the relay sending through a latency proxy
+// that delays each direction by delay.
+func drainVia(k, n int, delay time.Duration) (rateResult, error) {
+	rec := newRecorder(n, false)
+	d, err := newBacklog(k, n, sink.Options{OnAccept: rec.accept}, "r", true)
+	if err != nil {
+		return rateResult{}, err
+	}
+	defer d.close()
+	p, err := proxy.Start(d.sink.Addr(), delay)
+	if err != nil {
+		return rateResult{}, err
+	}
+	defer p.Close()
+	_, portS, _ := net.SplitHostPort(p.Addr())
+	d.cfg.Email.Port, _ = strconv.Atoi(portS)
+	runtime.GC()
+	start := time.Now()
+	stop := inProcessRelay(d.cfg)
+	werr := rec.wait(60 * time.Second)
+	el := time.Duration(rec.last.Load() - start.UnixNano())
+	if err := stop(); err != nil {
+		return rateResult{}, err
+	}
+	if werr != nil {
+		return rateResult{}, werr
+	}
+	if got := d.sink.Count(); got != int64(n) {
+		return rateResult{}, fmt.Errorf("sink accepted %d mails, want %d (duplicates?)", got, n)
+	}
+	logf("rtt drain K=%d N=%d delay %s: %s", k, n, delay, el)
+	return rateResult{rate: float64(n) / el.Seconds(), elapsed: el}, nil
 }
 
 // ---------------------------------------------------------------- 6 opted out

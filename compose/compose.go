@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 	"sync"
 	"text/template"
 	"time"
@@ -44,8 +45,9 @@ const (
 // Subject, Date, a Message-ID stable for the notification id, and
 // In-Reply-To and References set to the thread id of the task; Headers
 // holds, in this order, Auto-Submitted, X-Auto-Response-Suppress, List-Id,
-// List-Unsubscribe and List-Unsubscribe-Post (when cfg.BaseURL is set; the
-// latter only for https) and X-Mailrelay-Reason. No header value holds a CR
+// List-Unsubscribe (cfg.OneClick's URL, else the settings page when
+// cfg.BaseURL is set), List-Unsubscribe-Post (only with a one-click URL) and
+// X-Mailrelay-Reason. No header value holds a CR
 // or LF, whatever the event holds, nor an invisible or bidi character
 // (headers.SanitizeHeader); the transport encodes a value holding "=?".
 //
@@ -53,6 +55,15 @@ const (
 // ErrNoAddress, ErrConfig, or a *TemplateError (ErrTemplate). All are
 // permanent for that event and config.
 func Compose(ev *event.Event, cfg Config, now time.Time) (*Message, error) {
+	return ComposeFor(ev, cfg, now, Options{})
+}
+
+// ComposeFor is Compose with the recipient's options: their time zone
+// (from notify_prefs) and, when set, a locale that replaces the event's
+// recipient.locale. The mail is written in the language of the templates
+// that serve the locale (de-AT → de → English, golang.org/x/text/language
+// matching); times in the body are in o.TimeZone (UTC when nil).
+func ComposeFor(ev *event.Event, cfg Config, now time.Time, o Options) (*Message, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("compose: %w: no event", event.ErrInvalid)
 	}
@@ -63,7 +74,7 @@ func Compose(ev *event.Event, cfg Config, now time.Time) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.Compose(ev, now)
+	return c.ComposeFor(ev, now, o)
 }
 
 // Composer is Compose with its Config checked and prepared once: the form
@@ -80,7 +91,7 @@ func New(cfg Config) (*Composer, error) {
 		return nil, err
 	}
 	t := s.templates
-	if t == nil || t.subject == nil {
+	if t == nil || len(t.langs) == 0 {
 		if t, err = builtin(); err != nil {
 			return nil, err
 		}
@@ -92,19 +103,34 @@ func New(cfg Config) (*Composer, error) {
 // but trusts ev to be valid: it must come from event.Decode (or have passed
 // Event.Validate).
 func (c *Composer) Compose(ev *event.Event, now time.Time) (*Message, error) {
+	return c.ComposeFor(ev, now, Options{})
+}
+
+// ComposeFor is Compose with the recipient's options (see the function
+// ComposeFor). The consumer passes the time zone of the recipient's
+// preferences in o.TimeZone.
+func (c *Composer) ComposeFor(ev *event.Event, now time.Time, o Options) (*Message, error) {
 	if ev.Recipient.Email == "" {
 		return nil, ErrNoAddress
 	}
-	return c.t.compose(ev, &c.s, now)
+	locale := ev.Recipient.Locale
+	if o.Locale != "" {
+		locale = o.Locale
+	}
+	return c.t.forLocale(locale).compose(ev, &c.s, now, o)
 }
 
 // compose builds the message of a valid event with normalized settings.
-func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Message, error) {
+func (t *langTemplates) compose(ev *event.Event, s *settings, now time.Time, o Options) (*Message, error) {
 	body := t.body(ev.Type)
 	if body == nil {
 		return nil, fmt.Errorf("compose: %w: type %q", event.ErrInvalid, ev.Type)
 	}
-	data := newTemplateData(ev, s)
+	tz := o.TimeZone
+	if tz == nil {
+		tz = time.UTC
+	}
+	data := newTemplateData(ev, s, t, now, tz)
 
 	buf := getBuffer()
 	defer putBuffer(buf)
@@ -124,6 +150,18 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 	if text == "" {
 		return nil, t.emptyError(body, "body")
 	}
+	var html string
+	if s.html {
+		data.Subject = subject
+		buf.b = buf.b[:0]
+		if err := t.executeHTML(buf, data); err != nil {
+			return nil, err
+		}
+		html = string(buf.b)
+		if strings.TrimSpace(html) == "" {
+			return nil, &TemplateError{File: t.file(HTMLTemplate), Err: errors.New("rendered an empty HTML part")}
+		}
+	}
 
 	domain := s.domain
 	ws := ""
@@ -137,11 +175,14 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 		Header{headers.AutoResponseSuppress, headers.AutoResponseSuppressAll},
 		Header{headers.ListIDHeader, s.listID},
 	)
-	if s.unsub != "" {
+	// One-click (contract §9.4): the signed https URL with
+	// List-Unsubscribe-Post; otherwise the settings page without it.
+	if data.UnsubscribeURL != "" {
+		v, _ := headers.OneClickUnsubscribe(data.UnsubscribeURL)
+		hs = append(hs, Header{headers.ListUnsubscribeHeader, v},
+			Header{headers.ListUnsubscribePost, headers.OneClickValue})
+	} else if s.unsub != "" {
 		hs = append(hs, Header{headers.ListUnsubscribeHeader, s.unsub})
-		if s.oneClick {
-			hs = append(hs, Header{headers.ListUnsubscribePost, headers.OneClickValue})
-		}
 	}
 	hs = append(hs, Header{headers.Reason, string(ev.Type)})
 
@@ -155,24 +196,29 @@ func (t *Templates) compose(ev *event.Event, s *settings, now time.Time) (*Messa
 		References: thread,
 		Headers:    hs,
 		Body:       text,
+		HTML:       html,
 	}, nil
 }
 
 // body returns the body template of type typ, nil for a type that was not
 // registered when the templates were loaded.
-func (t *Templates) body(typ event.Type) *template.Template { return t.bodies[typ] }
+func (t *langTemplates) body(typ event.Type) *template.Template { return t.bodies[typ] }
 
 // newTemplateData prepares the sanitized, bounded view of ev that
-// templates see.
-func newTemplateData(ev *event.Event, s *settings) *TemplateData {
+// templates see, in the language of t, sent at now to a recipient in tz.
+func newTemplateData(ev *event.Event, s *settings, t *langTemplates, now time.Time, tz *time.Location) *TemplateData {
+	lang := t.lang
 	d := &TemplateData{
 		Type:      string(ev.Type),
 		ID:        ev.ID,
 		Recipient: headers.Sanitize(ev.Recipient.Name, maxTextRunes),
-		Actor:     "Someone",
+		Actor:     text(lang, KeySomeone),
 		Task:      headers.Sanitize(ev.Task.Title, maxTextRunes),
 		TaskID:    ev.Task.ID,
 		Project:   headers.Sanitize(ev.Task.Project, maxTextRunes),
+		Label:     headers.Sanitize(typeLabel(lang, ev.Type), maxTextRunes),
+		Lang:      t.name,
+		Product:   s.product,
 	}
 	if ev.Workspace != nil {
 		d.Workspace = headers.Sanitize(ev.Workspace.Name, maxTextRunes)
@@ -181,6 +227,9 @@ func newTemplateData(ev *event.Event, s *settings) *TemplateData {
 		if name := headers.Sanitize(ev.Actor.Name, maxTextRunes); name != "" {
 			d.Actor = name
 		}
+	}
+	if !ev.OccurredAt.IsZero() && now.Sub(ev.OccurredAt) > DelayNotice {
+		d.When = whenText(lang, ev.OccurredAt.In(tz))
 	}
 	// A section shows only for the types whose registry entry has it.
 	def, _ := event.Lookup(ev.Type)
@@ -192,13 +241,13 @@ func newTemplateData(ev *event.Event, s *settings) *TemplateData {
 			d.FieldName = headers.Sanitize(c.Field, maxTextRunes)
 			switch c.Field {
 			case "planned_start":
-				d.Field = "planned start"
+				d.Field = text(lang, KeyPlannedStart)
 			case "planned_end":
-				d.Field = "planned end"
+				d.Field = text(lang, KeyPlannedEnd)
 			default:
 				d.Field = d.FieldName
 			}
-			d.From, d.To = dateText(c.From), dateText(c.To)
+			d.From, d.To = dateText(lang, c.From, tz), dateText(lang, c.To, tz)
 		}
 	}
 	if def.Has(event.SectionBlockedBy) {
@@ -207,29 +256,28 @@ func newTemplateData(ev *event.Event, s *settings) *TemplateData {
 			if d.BlockedBy == "" {
 				d.BlockedBy = headers.Sanitize(b.ID, maxTextRunes)
 			}
+			if s.base != "" && b.ID != "" {
+				d.BlockedByLink = s.base + "/tasks/" + url.PathEscape(b.ID)
+			}
 		}
 	}
 	if s.base != "" {
 		d.Link = s.base + "/tasks/" + url.PathEscape(ev.Task.ID)
 		d.SettingsURL = s.base + headers.SettingsPath
 	}
+	if s.oneClick != nil { // one-click unsubscribe (contract §9.4): an https URL or none
+		if u := s.oneClick.OneClickURL(ev.Recipient.ID, ev.Type, ev.Recipient.Locale); u != "" {
+			if _, ok := headers.OneClickUnsubscribe(u); ok {
+				d.UnsubscribeURL = u
+			}
+		}
+	}
 	return d
-}
-
-// dateText is a date of a change as text: "not set" for null.
-func dateText(d *string) string {
-	if d == nil {
-		return "not set"
-	}
-	if s := headers.Sanitize(*d, 64); s != "" {
-		return s
-	}
-	return "not set"
 }
 
 // execute runs tp into w, turning an error or a panic into a
 // *TemplateError.
-func (t *Templates) execute(tp *template.Template, w io.Writer, data *TemplateData) (err error) {
+func (t *langTemplates) execute(tp *template.Template, w io.Writer, data *TemplateData) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &TemplateError{File: t.file(tp.Name()), Err: fmt.Errorf("panic: %v", r)}
@@ -241,11 +289,24 @@ func (t *Templates) execute(tp *template.Template, w io.Writer, data *TemplateDa
 	return nil
 }
 
-func (t *Templates) emptyError(tp *template.Template, what string) error {
+// executeHTML runs the HTML template into w, as execute does.
+func (t *langTemplates) executeHTML(w io.Writer, data *TemplateData) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &TemplateError{File: t.file(HTMLTemplate), Err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	if err := t.html.Execute(w, data); err != nil {
+		return templateError(t.files, HTMLTemplate, err)
+	}
+	return nil
+}
+
+func (t *langTemplates) emptyError(tp *template.Template, what string) error {
 	return &TemplateError{File: t.file(tp.Name()), Err: fmt.Errorf("rendered an empty %s", what)}
 }
 
-func (t *Templates) file(name string) string {
+func (t *langTemplates) file(name string) string {
 	if f, ok := t.files[name]; ok {
 		return f
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/mailrelay/mailrelay/event"
@@ -35,27 +36,51 @@ func header(m *Message, name string) (string, bool) {
 	return "", false
 }
 
+// fakeOneClick makes "PREFIX" + user:type:locale.
+type fakeOneClick string
+
+func (f fakeOneClick) OneClickURL(user string, t event.Type, locale string) string {
+	if locale == "" {
+		locale = "en"
+	}
+	return string(f) + user + ":" + string(t) + ":" + locale
+}
+
 func TestComposeHeaders(t *testing.T) {
 	tests := []struct {
 		name       string
 		base       string
+		oneClick   OneClick
 		unsub      string
 		post       bool
 		wantNoList bool
 	}{
-		{name: "https base", base: "https://app.example.com/", unsub: "<https://app.example.com/settings/notifications>", post: true},
-		{name: "https base without slash", base: "https://app.example.com/sub", unsub: "<https://app.example.com/sub/settings/notifications>", post: true},
+		// Contract §9.4 amends §5: an https base alone no longer brings
+		// List-Unsubscribe-Post; only a one-click URL does.
+		{name: "https base", base: "https://app.example.com/", unsub: "<https://app.example.com/settings/notifications>"},
+		{name: "https base without slash", base: "https://app.example.com/sub", unsub: "<https://app.example.com/sub/settings/notifications>"},
 		{name: "http base", base: "http://localhost:8000", unsub: "<http://localhost:8000/settings/notifications>"},
 		{name: "no base", wantNoList: true},
+		{name: "one-click", base: "https://app.example.com/", oneClick: fakeOneClick("https://relay.example.com/u/"),
+			unsub: "<https://relay.example.com/u/u42:task.comment:en>", post: true},
+		{name: "one-click without base", oneClick: fakeOneClick("https://relay.example.com/u/"),
+			unsub: "<https://relay.example.com/u/u42:task.comment:en>", post: true},
+		{name: "one-click URL not https", base: "https://app.example.com/", oneClick: fakeOneClick("http://relay.example.com/u/"),
+			unsub: "<https://app.example.com/settings/notifications>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := goldenEvent(event.TaskComment, true, asciiTexts)
-			m := mustCompose(t, ev, testConfig(tt.base))
+			cfg := testConfig(tt.base)
+			cfg.OneClick = tt.oneClick
+			m := mustCompose(t, ev, cfg)
+			if u := strings.Trim(tt.unsub, "<>"); tt.post && !strings.Contains(m.Body, "\n"+u+"\n") {
+				t.Errorf("the footer lacks the one-click URL %s on a line of its own:\n%s", u, m.Body)
+			}
 			want := map[string]string{
 				"Auto-Submitted":           "auto-generated",
 				"X-Auto-Response-Suppress": "All",
-				"List-Id":                  "mailrelay notifications <notifications.example.com>",
+				"List-Id":                  "Acme <notifications.example.com>",
 				"X-Mailrelay-Reason":       "task.comment",
 			}
 			for name, v := range want {
@@ -219,7 +244,7 @@ func TestComposeDateChange(t *testing.T) {
 		change   event.Change
 		wantLine string
 	}{
-		{"end moved", event.Change{Field: "planned_end", From: &d1, To: &d2}, "  Planned end:    2026-12-01 → 2026-12-05T10:00:00Z"},
+		{"end moved", event.Change{Field: "planned_end", From: &d1, To: &d2}, "  Planned end:    2026-12-01 → 2026-12-05 10:00 (UTC)"},
 		{"start set", event.Change{Field: "planned_start", To: &d1}, "  Planned start:  not set → 2026-12-01"},
 		{"start cleared", event.Change{Field: "planned_start", From: &d1}, "  Planned start:  2026-12-01 → not set"},
 	}
@@ -421,14 +446,15 @@ func TestExecuteRecoversPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := newTemplateData(goldenEvent(event.TaskAssigned, true, asciiTexts), &settings{snippetMax: DefaultSnippetMax})
+	en := tpl.langs[0]
+	data := newTemplateData(goldenEvent(event.TaskAssigned, true, asciiTexts), &settings{snippetMax: DefaultSnippetMax}, en, goldenNow, time.UTC)
 	err = func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
 				t.Fatalf("panic escaped: %v", r)
 			}
 		}()
-		return tpl.execute(tpl.subject, panicWriter{}, data)
+		return en.execute(en.subject, panicWriter{}, data)
 	}()
 	if !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), "panic") {
 		t.Errorf("execute error = %v, want a template panic error", err)

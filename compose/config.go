@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/headers"
 )
 
@@ -25,9 +26,16 @@ type Config struct {
 	From Address
 	// BaseURL is FRONTEND_BASE_URL, "" when unset: an absolute http(s) URL
 	// of the web app, with or without a trailing "/". When set, the body
-	// carries the deep link and the footer the settings URL, and
-	// List-Unsubscribe is sent (with List-Unsubscribe-Post only for https).
+	// carries the deep link and the footer the settings URL, and, without
+	// OneClick, List-Unsubscribe points at the settings page (never with
+	// List-Unsubscribe-Post: a login page cannot honour a one-click POST).
 	BaseURL string
+	// OneClick makes the one-click unsubscribe URL of each mail (the
+	// relay's public listener with a signed token); nil when one-click is
+	// off. With it, List-Unsubscribe carries that https URL and
+	// List-Unsubscribe-Post goes with it (RFC 8058, contract §9.4), and the
+	// footer offers it as UnsubscribeURL.
+	OneClick OneClick
 	// ListID overrides the List-Id value; "" derives it from the From
 	// domain ("mailrelay notifications <notifications.DOMAIN>"). A value
 	// holding "<…>" is used whole; otherwise it is the list identifier.
@@ -37,6 +45,22 @@ type Config struct {
 	SnippetMax int
 	// Templates holds the parsed wording; nil means the built-in templates.
 	Templates *Templates
+	// HTML adds an HTML alternative part to every mail (MAILRELAY_HTML).
+	HTML bool
+	// ProductName is the product's name (MAILRELAY_PRODUCT_NAME): the
+	// description of the default List-Id and the name in the HTML part;
+	// "" means the From display name.
+	ProductName string
+}
+
+// OneClick makes one-click unsubscribe URLs (RFC 8058). It must be pure:
+// the same arguments always give the same URL. The relay's
+// unsubscribe.Signer is one.
+type OneClick interface {
+	// OneClickURL returns the https URL that turns Email off for user and
+	// t, its page in the language of locale (a BCP 47 tag, "" when
+	// unknown); "" when it has none.
+	OneClickURL(user string, t event.Type, locale string) string
 }
 
 // Validate reports every problem of c at once (errors joined, each wrapping
@@ -55,6 +79,9 @@ func (c Config) Validate() error {
 	if c.ListID != "" && headers.Sanitize(c.ListID, 0) != c.ListID {
 		errs = append(errs, fmt.Errorf("%w: list id %q holds control characters or stray spaces", ErrConfig, c.ListID))
 	}
+	if c.ProductName != "" && headers.Sanitize(c.ProductName, 0) != c.ProductName {
+		errs = append(errs, fmt.Errorf("%w: product name %q holds control characters or stray spaces", ErrConfig, c.ProductName))
+	}
 	if c.SnippetMax < 0 {
 		errs = append(errs, fmt.Errorf("%w: snippet max %d is negative", ErrConfig, c.SnippetMax))
 	}
@@ -68,10 +95,12 @@ type settings struct {
 	domain     string
 	base       string // no trailing "/"
 	listID     string
-	unsub      string
-	oneClick   bool
+	unsub      string   // List-Unsubscribe of the settings page, "" for none
+	oneClick   OneClick // nil: no one-click
 	snippetMax int
 	templates  *Templates
+	html       bool
+	product    string
 }
 
 // normalize runs the checks that keep headers well-formed whatever the
@@ -85,15 +114,21 @@ func (c Config) normalize() (settings, error) {
 		domain:     headers.Domain(c.From.Email),
 		snippetMax: c.SnippetMax,
 		templates:  c.Templates,
+		html:       c.HTML,
+		product:    headers.Sanitize(c.ProductName, maxNameRunes),
+	}
+	if s.product == "" {
+		s.product = s.from.Name
 	}
 	if err := checkBaseURL(c.BaseURL); err != nil {
 		return settings{}, err
 	}
 	if c.BaseURL != "" {
 		s.base = strings.TrimRight(c.BaseURL, "/")
-		s.unsub, s.oneClick = headers.ListUnsubscribe(s.base)
+		s.unsub = headers.ListUnsubscribe(s.base)
 	}
-	s.listID = headers.ListID(c.ListID, s.domain)
+	s.oneClick = c.OneClick
+	s.listID = headers.ListIDFor(c.ListID, s.product, s.domain)
 	switch {
 	case s.snippetMax <= 0:
 		s.snippetMax = DefaultSnippetMax

@@ -41,6 +41,10 @@ func FuzzCompose(f *testing.F) {
 	f.Add(uint8(2), "n5", "w", "=?UTF-8?q?Invoice=E2=80=AEgnp.exe?=", "=?utf-8?b?QW5uDQpCY2M6IGV2aWxAZXZpbC5leGFtcGxl?=",
 		"=?UTF-8?q?x=0D=0ABcc:_evil@evil.example=0D=0A?=", "t5", "=?UTF-8?q?Invoice=E2=80=AEgnp.exe?= due", "p", "", "", "", "", "=?us-ascii?q?Relay?=", "", uint8(1), 0)
 	f.Add(uint8(0), "n6", "w", "\u200bAcme\u200d\u061c", "Ann\U000E0041\U000E007F\u2060", "Bob\u200e\u200f\u2067x\u2069", "t6", "a =?x?= b ?= =? \ufeff", "p", "", "", "", "", "", "", uint8(0), 0)
+	// URLs in the comment, German recipient, sent late (typ&128).
+	f.Add(uint8(130), "n7", "w", "ws", "r", "a", "t7", "title", "p",
+		"see (https://status.example.com/d/2026/11/26/truck-4711?include=eta,driver,route&format=long#eta), ok. https://x.example/"+
+			"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.", "2026-12-01T08:00:00Z", "", "", "", "", uint8(1), 0)
 	f.Fuzz(func(t *testing.T, typ uint8, id, wsID, wsName, rcptName, actorName, taskID, title, project, body, from, to, blocked, fromName, listID string, base uint8, snippetMax int) {
 		if !event.ValidID(id) {
 			id = "n1"
@@ -66,13 +70,19 @@ func FuzzCompose(f *testing.F) {
 		if typ&64 == 0 {
 			ev.BlockedBy = &event.TaskRef{ID: "t-0", Title: blocked}
 		}
+		now, o := time.Date(2026, 11, 26, 9, 31, 0, 0, time.UTC), Options{}
+		if typ&128 != 0 {
+			ev.Recipient.Locale = "de-AT"
+			now, o.TimeZone = now.Add(7*time.Hour), time.FixedZone("", 5*3600+1800)
+		}
 		cfg := Config{
+			HTML:       typ&8 != 0,
 			From:       Address{Name: fromName, Email: "notify@example.com"},
 			BaseURL:    fuzzBases[int(base)%len(fuzzBases)],
 			ListID:     listID,
 			SnippetMax: snippetMax,
 		}
-		m, err := Compose(ev, cfg, time.Date(2026, 11, 26, 9, 31, 0, 0, time.UTC))
+		m, err := ComposeFor(ev, cfg, now, o)
 		if err != nil {
 			if ev.Validate() == nil {
 				t.Fatalf("Compose rejected a valid event: %v", err)

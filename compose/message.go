@@ -32,4 +32,8 @@ type Message struct {
 	Headers []Header
 	// Body is the text/plain; charset=UTF-8 body, lines separated by "\n".
 	Body string
+	// HTML is the text/html; charset=UTF-8 alternative to Body, "" unless
+	// Config.HTML is set. The transport sends both as
+	// multipart/alternative, Body first.
+	HTML string
 }

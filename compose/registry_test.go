@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailrelay/mailrelay/event"
 )
@@ -35,7 +36,7 @@ func TestTemplatesFollowRegistry(t *testing.T) {
 	if got := BodyTemplate("task.deleted"); got != "task.deleted.tmpl" {
 		t.Errorf("BodyTemplate of an unknown type = %q", got)
 	}
-	if files := TemplateFiles(); !slices.Contains(files, "unblocked.tmpl") || len(files) != 11 {
+	if files := TemplateFiles(); !slices.Contains(files, "unblocked.tmpl") || len(files) != 12 {
 		t.Errorf("TemplateFiles = %q", files)
 	}
 
@@ -81,13 +82,17 @@ func TestTemplatesFollowRegistry(t *testing.T) {
 // entry has it, whatever else the event carries.
 func TestTemplateDataSectionsByType(t *testing.T) {
 	s := &settings{snippetMax: DefaultSnippetMax}
+	tpl, err := LoadTemplates("")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, typ := range event.Types {
 		ev := goldenEvent(typ, true, asciiTexts)
 		from, to := "2026-12-01", "2026-12-05"
 		ev.Comment = &event.Comment{Body: "text"}
 		ev.Change = &event.Change{Field: "planned_end", From: &from, To: &to}
 		ev.BlockedBy = &event.TaskRef{Title: "other"}
-		d := newTemplateData(ev, s)
+		d := newTemplateData(ev, s, tpl.langs[0], ev.OccurredAt, time.UTC)
 		got := []bool{d.Snippet != "", d.Field != "", d.BlockedBy != ""}
 		want := []bool{
 			typ == event.TaskComment || typ == event.Mention,

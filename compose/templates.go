@@ -4,7 +4,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	htmltemplate "html/template"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +15,8 @@ import (
 	"sync"
 	"text/template"
 	"time"
+
+	"golang.org/x/text/language"
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/headers"
@@ -34,6 +38,9 @@ const (
 	LinkTemplate = "link.tmpl"
 	// FooterTemplate says why the mail was sent and where to change that.
 	FooterTemplate = "footer.tmpl"
+	// HTMLTemplate renders the HTML part (Config.HTML) of every type. It is
+	// an html/template: everything it prints is escaped for its context.
+	HTMLTemplate = "mail.html.tmpl"
 )
 
 // BodyTemplate returns the file name of the body template of type t, as
@@ -51,7 +58,7 @@ func BodyTemplate(t event.Type) string {
 func TemplateFiles() []string { return templateFiles(event.Defs()) }
 
 // sharedTemplates are the templates that are not a type's body.
-var sharedTemplates = []string{SubjectTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate}
+var sharedTemplates = []string{SubjectTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate, HTMLTemplate}
 
 func templateFiles(defs []event.Def) []string {
 	names := slices.Clone(sharedTemplates)
@@ -61,7 +68,7 @@ func templateFiles(defs []event.Def) []string {
 	return names
 }
 
-//go:embed templates/*.tmpl
+//go:embed templates/*.tmpl templates/*/*.tmpl
 var builtinFS embed.FS
 
 // TemplateData is what every template is executed with. Every string is
@@ -90,8 +97,25 @@ type TemplateData struct {
 	// for null; "" for other types.
 	From, To string
 	// BlockedBy is the title (else the id) of the blocking task of
-	// task.blocked, "" when not given.
-	BlockedBy string
+	// task.blocked, "" when not given; BlockedByLink its deep link, ""
+	// when FRONTEND_BASE_URL is unset or there is no blocking task.
+	BlockedBy, BlockedByLink string
+	// Subject is the rendered subject; set for the HTML template only
+	// (the subject template runs before it is known).
+	Subject string
+	// Label says in words what the type is about, in the mail's language
+	// ("comments on your tasks"): the registry's label, translated.
+	Label string
+	// When is when it happened (occurred_at in the recipient's time zone,
+	// in the mail's language), set only when the mail goes out more than
+	// DelayNotice after it; "" otherwise.
+	When string
+	// Lang is the BCP 47 tag of the language the mail is written in
+	// ("en", "de"), for the HTML part's lang attribute.
+	Lang string
+	// Product is the product name (Config.ProductName, else the From
+	// display name), "" when neither is set.
+	Product string
 	// Snippet is the comment or mention text of task.comment and mention:
 	// whitespace normalized, at most Config.SnippetMax characters, wrapped
 	// at 72 columns, lines separated by "\n"; "" for other types.
@@ -101,14 +125,48 @@ type TemplateData struct {
 	// SettingsURL is where to change notification settings, "" when
 	// FRONTEND_BASE_URL is unset.
 	SettingsURL string
+	// UnsubscribeURL is the one-click unsubscribe URL for this recipient
+	// and type (an https URL of the relay's public listener), "" when
+	// one-click is off (Config.OneClick).
+	UnsubscribeURL string
 }
 
-// Templates is a parsed, checked set of templates, safe for concurrent use.
-// Build it once with LoadTemplates and share it through Config.Templates.
+// Templates is a parsed, checked set of templates in every language it
+// knows, safe for concurrent use. Build it once with LoadTemplates and
+// share it through Config.Templates.
 type Templates struct {
+	langs    []*langTemplates // [0] is English, the fallback
+	matcher  language.Matcher
+	warnings []string
+}
+
+// langTemplates are the templates of one language.
+type langTemplates struct {
+	name    string // as in the directory: "en", "de", "pt-BR"
+	lang    string // the built-in language of its strings: English or German
 	subject *template.Template
 	bodies  map[event.Type]*template.Template // of every type registered at load
-	files   map[string]string                 // template name → file it came from
+	html    *htmltemplate.Template
+	files   map[string]string // template name → file it came from
+}
+
+// Warnings lists what LoadTemplates found incomplete but usable: a
+// template or string a language lacks, for which English is used. The
+// relay logs each at start-up.
+func (t *Templates) Warnings() []string { return slices.Clone(t.warnings) }
+
+// Languages lists the languages t has templates for, English first.
+func (t *Templates) Languages() []string {
+	names := make([]string, len(t.langs))
+	for i, l := range t.langs {
+		names[i] = l.name
+	}
+	return names
+}
+
+// forLocale returns the templates serving the BCP 47 tag locale.
+func (t *Templates) forLocale(locale string) *langTemplates {
+	return t.langs[matchIndex(t.matcher, locale)]
 }
 
 // TemplateError reports a template that does not parse, fails to execute,
@@ -145,15 +203,22 @@ var funcs = template.FuncMap{
 
 var builtin = sync.OnceValues(func() (*Templates, error) { return LoadTemplates("") })
 
-// LoadTemplates parses the built-in templates and, when dir is not "",
-// replaces each one with the file of the same name in dir. A file in dir
-// whose name ends in ".tmpl" but is not one of TemplateFiles is an error
-// (a misspelt override would otherwise be ignored); other files and
-// sub-directories are ignored. Every template is then executed once on
-// sample events of every type, so a template that does not parse, fails at
-// execution or renders an empty subject or body is reported here, at
-// start-up, as a *TemplateError naming the file and line. A registered type
-// with a body template neither built in nor in dir is a *TemplateError too.
+// LoadTemplates parses the built-in templates of every language and, when
+// dir is not "", replaces each one with the file of the same name in dir:
+// dir itself holds English overrides, a sub-directory named by a BCP 47
+// tag (dir/de, dir/pt-BR) those of that language, which may be one that is
+// not built in. A file in either whose name ends in ".tmpl" but is not one
+// of TemplateFiles is an error (a misspelt override would otherwise be
+// ignored); other files and other sub-directories are ignored.
+//
+// A language lacks nothing: a template it does not have is the English
+// one, and a string it does not have (Text, TypeLabel) is English too;
+// each such gap is listed by Warnings. Every template of every language is
+// then executed once on sample events of every type, so a template that
+// does not parse, fails at execution or renders an empty subject or body
+// is reported here, at start-up, as a *TemplateError naming the file and
+// line. A registered type with a body template neither built in nor in dir
+// is a *TemplateError too.
 //
 // The types are those registered when LoadTemplates is called (event.Defs);
 // a type registered later has no body in the result.
@@ -172,28 +237,13 @@ func LoadTemplates(dir string) (*Templates, error) {
 		}
 		texts[name], files[name] = string(b), "built-in:"+name
 	}
+	var dirLangs []string
 	if dir != "" {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return nil, fmt.Errorf("compose: template directory: %w", err)
-		}
-		for _, e := range entries {
-			name := e.Name()
-			if !strings.HasSuffix(name, ".tmpl") || strings.HasPrefix(name, ".") || e.IsDir() {
-				continue
-			}
-			path := filepath.Join(dir, name)
-			if !slices.Contains(names, name) {
-				return nil, &TemplateError{File: path, Err: fmt.Errorf("unknown template name (known: %s)", strings.Join(names, ", "))}
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return nil, fmt.Errorf("compose: template %s: %w", path, err)
-			}
-			texts[name], files[name] = string(b), path
+		var err error
+		if dirLangs, err = overlayDir(dir, names, texts, files); err != nil {
+			return nil, err
 		}
 	}
-
 	for _, d := range defs {
 		if _, ok := texts[d.Template]; !ok {
 			file := "built-in:" + d.Template
@@ -204,36 +254,158 @@ func LoadTemplates(dir string) (*Templates, error) {
 		}
 	}
 
-	root := template.New("").Funcs(funcs).Option("missingkey=error")
-	for _, name := range names {
-		if _, err := root.New(name).Parse(texts[name]); err != nil {
-			return nil, templateError(files, name, err)
+	t := &Templates{}
+	en, err := parseLang(English, English, names, texts, files, defs)
+	if err != nil {
+		return nil, err
+	}
+	t.langs = append(t.langs, en)
+
+	// Other languages: the built-in ones, then those of dir.
+	langs := []string{German}
+	for _, l := range dirLangs {
+		if !slices.Contains(langs, l) {
+			langs = append(langs, l)
 		}
 	}
-	t := &Templates{subject: root.Lookup(SubjectTemplate), bodies: make(map[event.Type]*template.Template, len(defs)), files: files}
-	for _, d := range defs {
-		t.bodies[d.Type] = root.Lookup(d.Template)
+	type set struct {
+		texts, files map[string]string
+		own          map[string]bool
 	}
+	sets := map[string]set{English: {texts, files, nil}}
+	for _, name := range langs {
+		// A language starts from the built-in language serving it (de-AT
+		// from de), else from English.
+		base := sets[English]
+		if b, ok := sets[MatchLocale(name)]; ok {
+			base = b
+		}
+		lt, lf, own := maps.Clone(base.texts), maps.Clone(base.files), maps.Clone(base.own)
+		if own == nil {
+			own = make(map[string]bool)
+		}
+		for _, n := range names {
+			if b, err := builtinFS.ReadFile("templates/" + name + "/" + n); err == nil {
+				lt[n], lf[n], own[n] = string(b), "built-in:"+name+"/"+n, true
+			}
+		}
+		if slices.Contains(dirLangs, name) {
+			sub := filepath.Join(dir, name)
+			if _, err := overlayDir(sub, names, lt, lf); err != nil {
+				return nil, err
+			}
+			for n, f := range lf {
+				if strings.HasPrefix(f, sub+string(filepath.Separator)) {
+					own[n] = true
+				}
+			}
+		}
+		sets[name] = set{lt, lf, own}
+		strs := MatchLocale(name)
+		for _, n := range names {
+			if !own[n] {
+				t.warnings = append(t.warnings, fmt.Sprintf("templates %s: %s is not translated, English is used", name, n))
+			}
+		}
+		if strs == English && !strings.HasPrefix(name, English) {
+			t.warnings = append(t.warnings, fmt.Sprintf("templates %s: no built-in strings for this language (names of fields and types, dates), English is used", name))
+		} else {
+			for _, k := range catalogGaps(strs, defs) {
+				t.warnings = append(t.warnings, fmt.Sprintf("templates %s: string %q is not translated, English is used", name, k))
+			}
+		}
+		l, err := parseLang(name, strs, names, lt, lf, defs)
+		if err != nil {
+			return nil, err
+		}
+		t.langs = append(t.langs, l)
+	}
+	tags := make([]language.Tag, len(t.langs))
+	for i, l := range t.langs {
+		tags[i] = language.Make(l.name)
+	}
+	t.matcher = language.NewMatcher(tags)
 	if err := t.check(defs); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// check composes sample events of every type, with and without base URL
-// and optional names.
+// overlayDir replaces texts and files by the templates in dir, and returns
+// the names of its sub-directories that are language tags.
+func overlayDir(dir string, names []string, texts, files map[string]string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compose: template directory: %w", err)
+	}
+	var langs []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() {
+			if tag, err := language.Parse(name); err == nil && tag.String() == name && name != English {
+				langs = append(langs, name)
+			}
+			continue
+		}
+		if !strings.HasSuffix(name, ".tmpl") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if !slices.Contains(names, name) {
+			return nil, &TemplateError{File: path, Err: fmt.Errorf("unknown template name (known: %s)", strings.Join(names, ", "))}
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("compose: template %s: %w", path, err)
+		}
+		texts[name], files[name] = string(b), path
+	}
+	return langs, nil
+}
+
+// parseLang parses the templates of one language.
+func parseLang(name, lang string, names []string, texts, files map[string]string, defs []event.Def) (*langTemplates, error) {
+	root := template.New("").Funcs(funcs).Option("missingkey=error")
+	hroot := htmltemplate.New("").Funcs(htmltemplate.FuncMap(funcs)).Funcs(htmltemplate.FuncMap{"linkify": linkify}).Option("missingkey=error")
+	for _, n := range names {
+		var err error
+		if n == HTMLTemplate {
+			_, err = hroot.New(n).Parse(texts[n])
+		} else {
+			_, err = root.New(n).Parse(texts[n])
+		}
+		if err != nil {
+			return nil, templateError(files, n, err)
+		}
+	}
+	l := &langTemplates{name: name, lang: lang, subject: root.Lookup(SubjectTemplate), html: hroot.Lookup(HTMLTemplate),
+		bodies: make(map[event.Type]*template.Template, len(defs)), files: files}
+	for _, d := range defs {
+		l.bodies[d.Type] = root.Lookup(d.Template)
+	}
+	return l, nil
+}
+
+// check composes sample events of every type in every language, with and
+// without base URL, optional names and the HTML part.
 func (t *Templates) check(defs []event.Def) error {
 	now := time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)
-	for _, d := range defs {
-		for _, full := range []bool{true, false} {
-			ev := sampleEvent(d, full)
-			for _, base := range []string{"https://app.example.com", ""} {
-				s, err := Config{From: Address{Email: "notify@example.com"}, BaseURL: base}.normalize()
-				if err != nil {
-					return err
-				}
-				if _, err := t.compose(ev, &s, now); err != nil {
-					return err
+	for _, l := range t.langs {
+		for _, d := range defs {
+			for _, full := range []bool{true, false} {
+				ev := sampleEvent(d, full)
+				for _, base := range []string{"https://app.example.com", ""} {
+					s, err := Config{From: Address{Email: "notify@example.com"}, BaseURL: base, HTML: full}.normalize()
+					if err != nil {
+						return err
+					}
+					late := now
+					if full {
+						late = now.Add(time.Hour) // with "when it happened"
+					}
+					if _, err := l.compose(ev, &s, late, Options{}); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -322,4 +494,43 @@ func quote(s string) string {
 		b.WriteString(line)
 	}
 	return b.String()
+}
+
+// linkify returns text as HTML: escaped, with every URL word (isURLWord) a
+// link, the opening and closing punctuation around it kept outside.
+func linkify(text string) htmltemplate.HTML {
+	var b strings.Builder
+	for i, line := range strings.Split(text, "\n") {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		for j, w := range strings.Split(line, " ") {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			if !isURLWord(w) {
+				b.WriteString(htmltemplate.HTMLEscapeString(w))
+				continue
+			}
+			lead := w[:len(w)-len(strings.TrimLeft(w, "(<[\"'«“‘"))]
+			u := w[len(lead):]
+			trail := ""
+			for u != "" {
+				c := u[len(u)-1]
+				if strings.IndexByte(".,;:!?'\">]", c) >= 0 || c == ')' && strings.Count(u, "(") < strings.Count(u, ")") {
+					trail, u = string(c)+trail, u[:len(u)-1]
+					continue
+				}
+				break
+			}
+			b.WriteString(htmltemplate.HTMLEscapeString(lead))
+			b.WriteString(`<a href="`)
+			b.WriteString(htmltemplate.HTMLEscapeString(u))
+			b.WriteString(`">`)
+			b.WriteString(htmltemplate.HTMLEscapeString(u))
+			b.WriteString(`</a>`)
+			b.WriteString(htmltemplate.HTMLEscapeString(trail))
+		}
+	}
+	return htmltemplate.HTML(b.String())
 }

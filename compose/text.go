@@ -44,7 +44,9 @@ func snippet(body string, max int) string {
 // width columns (see columns), each ending in "\n": the first starts with
 // first, the others with cont. A word longer than a line is broken across
 // lines without splitting a UTF-8 sequence or a character from its
-// combining marks. Callers keep the prefixes well below width.
+// combining marks, except a URL (isURLWord), which stands whole on a line of
+// its own so that mail clients link all of it (contract §9.4). Callers keep
+// the prefixes well below width.
 func wrap(b *strings.Builder, text string, width int, first, cont string) {
 	prefix := first
 	avail := width - columns(prefix)
@@ -72,6 +74,14 @@ func wrap(b *strings.Builder, text string, width int, first, cont string) {
 			b.WriteByte('\n')
 			prefix, avail = cont, contAvail
 		}
+		if wl > avail && isURLWord(word) {
+			b.WriteString(prefix)
+			b.WriteString(word)
+			b.WriteByte('\n')
+			prefix, avail = cont, contAvail
+			lineLen = -1 // what follows starts a new line
+			continue
+		}
 		for wl > avail {
 			i := cutColumns(word, avail)
 			b.WriteString(prefix)
@@ -90,6 +100,25 @@ func wrap(b *strings.Builder, text string, width int, first, cont string) {
 	}
 }
 
+// isURLWord reports whether word (no spaces) is a web address, possibly
+// wrapped in opening punctuation ("(", "<", quotes) and followed by closing
+// punctuation: such a word is never broken across lines.
+func isURLWord(word string) bool {
+	w := strings.TrimLeft(word, "(<[\"'«“‘")
+	return len(w) > len("https://") && (hasPrefixFold(w, "https://") || hasPrefixFold(w, "http://"))
+}
+
+// urlLine reports whether line holds one URL word and nothing else but a
+// leading indent or quote marks ("> "): such a line may exceed MaxLine.
+func urlLine(line string) bool {
+	w := strings.TrimLeft(line, " >")
+	return w != "" && !strings.Contains(w, " ") && isURLWord(w)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
 // finishBody turns what a body template rendered into the body of the
 // mail, whatever the template did: valid UTF-8; lines separated by "\n"
 // (CR, CRLF, VT, FF, NEL, U+2028 and U+2029 all end a line); TABs expanded;
@@ -99,7 +128,8 @@ func wrap(b *strings.Builder, text string, width int, first, cont string) {
 // "-- " signature line); leading, trailing and repeated blank lines
 // dropped; every line longer than MaxLine re-wrapped at WrapWidth, keeping
 // its indent, quote marks or label alignment on the continuation lines,
-// except a line that holds only link. The body ends with "\n"; it is ""
+// except a line that holds only link or only one URL (urlLine); a URL inside
+// a re-wrapped line stays whole on a line of its own. The body ends with "\n"; it is ""
 // when the template rendered nothing visible.
 func finishBody(raw []byte, link string) string {
 	var b strings.Builder
@@ -123,7 +153,7 @@ func finishBody(raw []byte, link string) string {
 		}
 		wrote = true
 		if len(line) <= MaxLine || columns(string(line)) <= MaxLine ||
-			(link != "" && string(bytes.TrimSpace(line)) == link) {
+			(link != "" && string(bytes.TrimSpace(line)) == link) || urlLine(string(line)) {
 			b.Write(line)
 			b.WriteByte('\n')
 			continue

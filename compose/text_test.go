@@ -22,8 +22,16 @@ func TestSnippet(t *testing.T) {
 		{"wrapped", strings.Repeat("word ", 20), 280,
 			"word word word word word word word word word word word word word word\nword word word word word word"},
 		{"long run broken", strings.Repeat("x", 100), 280, strings.Repeat("x", 72) + "\n" + strings.Repeat("x", 28)},
-		{"url broken", "see https://example.com/" + strings.Repeat("a/", 40) + " now", 280,
-			"see\nhttps://example.com/" + strings.Repeat("a/", 26) + "\n" + strings.Repeat("a/", 14) + " now"},
+		{"url whole on its line", "see https://example.com/" + strings.Repeat("a/", 40) + " now", 280,
+			"see\nhttps://example.com/" + strings.Repeat("a/", 40) + "\nnow"},
+		{"url with query, fragment and period", "read https://example.com/" + strings.Repeat("b", 60) + "?q=1&r=(2)#frag. Then", 280,
+			"read\nhttps://example.com/" + strings.Repeat("b", 60) + "?q=1&r=(2)#frag.\nThen"},
+		{"url in parentheses", "(see <https://en.example.org/wiki/Foo_(" + strings.Repeat("c", 60) + ")>), ok", 280,
+			"(see\n<https://en.example.org/wiki/Foo_(" + strings.Repeat("c", 60) + ")>),\nok"},
+		{"short url wraps as a word", strings.Repeat("w ", 34) + "https://x.example/a?b=1", 280,
+			strings.TrimSpace(strings.Repeat("w ", 34)) + "\nhttps://x.example/a?b=1"},
+		{"not a url broken", "xhttps://example.com/" + strings.Repeat("d", 70), 280,
+			"xhttps://example.com/" + strings.Repeat("d", 51) + "\n" + strings.Repeat("d", 19)},
 		{"wide characters count two", strings.Repeat("基", 40), 280, strings.Repeat("基", 36) + "\n" + strings.Repeat("基", 4)},
 		{"combining kept with base", strings.Repeat("x", 71) + "e\u0301" + "yz", 280, strings.Repeat("x", 71) + "\ne\u0301yz"},
 		{"invalid UTF-8", "a\xff\xfeb", 280, "a\ufffdb"},
@@ -59,8 +67,14 @@ func TestFinishBody(t *testing.T) {
 		{"label hanging", "  Task:           " + strings.Repeat("title ", 16),
 			"  Task:           title title title title title title title title title\n                  title title title title title title title\n"},
 		{"deep link kept", "Open:\n" + link + "\n", "Open:\n" + link + "\n"},
-		{"other URL broken", "https://other.example.com/" + strings.Repeat("t", 90),
-			"https://other.example.com/" + strings.Repeat("t", 46) + "\n" + strings.Repeat("t", 44) + "\n"},
+		{"other URL alone kept", "https://other.example.com/" + strings.Repeat("t", 90),
+			"https://other.example.com/" + strings.Repeat("t", 90) + "\n"},
+		{"quoted URL kept", "> https://other.example.com/" + strings.Repeat("t", 90) + "#x",
+			"> https://other.example.com/" + strings.Repeat("t", 90) + "#x\n"},
+		{"URL inside a long line on its own line", "see https://other.example.com/" + strings.Repeat("t", 90) + ", thanks",
+			"see\nhttps://other.example.com/" + strings.Repeat("t", 90) + ",\nthanks\n"},
+		{"other long run broken", strings.Repeat("Zm9v", 25),
+			strings.Repeat("Zm9v", 18) + "\n" + strings.Repeat("Zm9v", 7) + "\n"},
 		{"runaway prefix", strings.Repeat(">", 100), strings.Repeat(">", 72) + "\n" + strings.Repeat(">", 28) + "\n"},
 	}
 	for _, tt := range tests {
@@ -94,7 +108,7 @@ func checkLines(t *testing.T, text string, max int, except string) {
 		t.Fatalf("not valid UTF-8: %q", text)
 	}
 	for _, line := range strings.Split(text, "\n") {
-		if n := utf8.RuneCountInString(line); n > max && (except == "" || strings.TrimSpace(line) != except) {
+		if n := utf8.RuneCountInString(line); n > max && (except == "" || strings.TrimSpace(line) != except) && !urlLine(line) {
 			t.Errorf("line of %d runes: %q", n, line)
 		}
 		for _, r := range line {
@@ -113,6 +127,10 @@ func FuzzSnippet(f *testing.F) {
 	f.Add("e\u0301\u0301\u0301"+strings.Repeat("\u0301", 200), 100)
 	f.Add("a\r\nb\x00c\u2028d\t\te", 3)
 	f.Add("👩🏽‍🔧👩🏽‍🔧👩🏽‍🔧 \xff\xfe", 0)
+	// URLs: query strings, fragments, parentheses, trailing punctuation.
+	f.Add("see https://status.example.com/deliveries/2026/11/26/truck-4711?include=eta,driver,route&format=long#eta. ok", 280)
+	f.Add("(https://en.example.org/wiki/Foundation_(engineering)_and_a_rather_long_title_here), then <https://x.example/a?b=(c)&d=e#f>!", 500)
+	f.Add("'https://example.com/"+strings.Repeat("p/", 60)+"'; \"http://example.com/"+strings.Repeat("q", 90)+"\"?", 500)
 	f.Fuzz(func(t *testing.T, s string, max int) {
 		if max <= 0 || max > MaxSnippetMax {
 			max = DefaultSnippetMax

@@ -49,10 +49,11 @@ type LedgerFacts struct {
 
 // PrefsFacts is the recipient's Email preference for the event's type.
 type PrefsFacts struct {
-	Read    bool
-	On      bool
-	Problem string // why a broken preference reads as off; "" when valid
-	Err     error  // the lookup failed
+	Read     bool
+	On       bool
+	Problem  string         // why a broken preference reads as off; "" when valid
+	TimeZone *time.Location // the user's time_zone, for the times in the mail; nil: UTC
+	Err      error          // the lookup failed
 }
 
 // SuppressionFacts says whether the recipient's address is on the

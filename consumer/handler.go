@@ -93,8 +93,10 @@ type nopHealer struct{}
 func (nopHealer) Trouble(error)              {}
 func (nopHealer) Wait(context.Context) error { return errNoHealer }
 
-// ComposeFunc composes the mail of an event at a given time.
-type ComposeFunc func(ev *event.Event, now time.Time) (*compose.Message, error)
+// ComposeFunc composes the mail of an event at a given time, for a
+// recipient whose preferences give o (the time zone the mail's times are
+// shown in); compose.Composer's ComposeFor is one.
+type ComposeFunc func(ev *event.Event, now time.Time, o compose.Options) (*compose.Message, error)
 
 // Limiter paces sends (MAILRELAY_MAX_RATE).
 type Limiter interface {
@@ -313,7 +315,7 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 				a, err = h.prefs.Email(ctx, j.f.Event.Recipient.ID, j.f.Event.Type)
 				return err
 			})
-			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, Err: err}
+			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, TimeZone: a.TimeZone, Err: err}
 			if a.Problem != "" {
 				h.obs.PrefsInvalid()
 				if h.brokenPrefs.first(j.f.Event.Recipient.ID, time.Now()) {
@@ -329,7 +331,7 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 			})
 			j.f.Suppression = SuppressionFacts{Read: true, Suppressed: on, Err: err}
 		case Compose:
-			m, err := h.compose(j.f.Event, j.f.Now)
+			m, err := h.compose(j.f.Event, j.f.Now, compose.Options{TimeZone: j.f.Prefs.TimeZone})
 			if err != nil {
 				j.f.Invalid = fmt.Errorf("%w: compose: %v", event.ErrInvalid, err)
 				continue

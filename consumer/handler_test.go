@@ -186,7 +186,7 @@ func (s *fakeSender) Send(_ context.Context, m *compose.Message) error {
 
 var testNow = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
-func simpleCompose(ev *event.Event, now time.Time) (*compose.Message, error) {
+func simpleCompose(ev *event.Event, now time.Time, _ compose.Options) (*compose.Message, error) {
 	if strings.Contains(ev.Task.Title, "PANIC") {
 		panic("template exploded")
 	}

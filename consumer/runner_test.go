@@ -75,7 +75,7 @@ func newRunnerEnv(t *testing.T, concurrency int, shutdown time.Duration) *runner
 	nc, ajs := natstest.Connect(t, ns.URL())
 	e := &runnerEnv{js: js, nc: nc, h: h, ledger: state.New(h.State).WithAsync(ajs), sender: newGateSender()}
 	hd := NewHandler(Config{Configured: true}, e.sender, memPrefs{"u1": {event.TaskAssigned: true}}, e.ledger,
-		func(ev *event.Event, now time.Time) (*compose.Message, error) {
+		func(ev *event.Event, now time.Time, _ compose.Options) (*compose.Message, error) {
 			return &compose.Message{MessageID: "<n." + ev.ID + "@example.com>", Date: now, To: compose.Address{Email: ev.Recipient.Email}}, nil
 		})
 	e.runner = NewRunner(h.Consumer, hd, concurrency, shutdown)

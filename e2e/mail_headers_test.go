@@ -20,8 +20,9 @@ import (
 // path to Mailpit, arrives with the exact headers (docs/contract.md §5): for one
 // event per type, what compose.Compose gives for the same From and base URL,
 // and the literal values the contract names. A non-ASCII recipient name and
-// subject survive RFC 2047 encoding. With an http:// base only
-// List-Unsubscribe is sent; with no base neither header is.
+// subject survive RFC 2047 encoding. With a base URL and no one-click set-up
+// only List-Unsubscribe (the settings page) is sent, never
+// List-Unsubscribe-Post (§9.4); with no base neither header is.
 func TestE2EMailHeadersExact(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -41,7 +42,9 @@ func TestE2EMailHeadersExact(t *testing.T) {
 		unsub   string // List-Unsubscribe, "" for none
 		oneShot bool   // List-Unsubscribe-Post present
 	}{
-		{"https base", "https://app.example.com", event.Types, "<https://app.example.com/settings/notifications>", true},
+		// Contract §9.4 amends §5: the settings page never goes with
+		// List-Unsubscribe-Post (TestE2EOneClickUnsubscribe covers one-click).
+		{"https base", "https://app.example.com", event.Types, "<https://app.example.com/settings/notifications>", false},
 		{"http base", "http://app.example.com/", []event.Type{event.TaskComment}, "<http://app.example.com/settings/notifications>", false},
 		{"no base", "", []event.Type{event.TaskAssigned}, "", false},
 	} {
@@ -204,7 +207,7 @@ func checkMailHeaders(t *testing.T, ev *event.Event, m *compose.Message, h map[s
 	exact("References", thread)
 	exact("Auto-Submitted", "auto-generated")
 	exact("X-Auto-Response-Suppress", "All")
-	exact("List-Id", "mailrelay notifications <notifications.example.com>")
+	exact("List-Id", "Acme Notifications <notifications.example.com>") // the From display name names the product (issue 15)
 	exact("X-Mailrelay-Reason", string(ev.Type))
 	if unsub == "" {
 		absent("List-Unsubscribe")

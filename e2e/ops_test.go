@@ -111,7 +111,10 @@ func TestReadyzFollowsNATS(t *testing.T) {
 // The keys of GET /v1/status/email: the transport (docs/contract.md §7) and the
 // live figures (docs/contract.md §7).
 var (
-	statusKeys = []string{"mode", "configured", "host", "port", "security", "from", "frontend_base_url", "list_unsubscribe"}
+	// unsubscribe, public_url and public_listener say which one-click
+	// mode is on (contract §9.6).
+	statusKeys = []string{"mode", "configured", "host", "port", "security", "from", "frontend_base_url", "list_unsubscribe",
+		"unsubscribe", "public_url", "public_listener"}
 	liveKeys   = []string{"pending", "ack_pending", "redelivered", "last_send"}
 )
 

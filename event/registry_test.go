@@ -380,7 +380,7 @@ func TestSixthType(t *testing.T) {
 		t.Errorf("Subject = %q, want %q", m.Subject, want)
 	}
 	for _, want := range []string{"Hi Ann Lee,", "Bob Stone reacted to your comment:", "> Thumbs up for the new date",
-		"https://app.example.com/tasks/t-1001", `Email is on for "task.reaction"`} {
+		"https://app.example.com/tasks/t-1001", "Email is on for reactions to your comments"} {
 		if !strings.Contains(m.Body, want) {
 			t.Errorf("body lacks %q:\n%s", want, m.Body)
 		}

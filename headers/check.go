@@ -39,7 +39,7 @@ func CheckFrom(email string) error {
 // printable ASCII without a backslash or a character that would end a <URL>
 // in a header (ListUnsubscribe accepts it). A trailing "/" is allowed. The error says what is wrong, naming the URL.
 func CheckBaseURL(base string) error {
-	if v, _ := ListUnsubscribe(base); v == "" || strings.IndexByte(base, '\\') >= 0 {
+	if ListUnsubscribe(base) == "" || strings.IndexByte(base, '\\') >= 0 {
 		return fmt.Errorf("base URL %q is not an absolute http(s) URL", base)
 	}
 	for i := 0; i < len(base); i++ {

@@ -91,7 +91,7 @@ func TestCheckBaseURL(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), "base URL") {
 				t.Errorf("CheckBaseURL(%q) = %v, want it to name the base URL", tt.base, err)
 			}
-			if v, _ := ListUnsubscribe(tt.base); err == nil && v == "" {
+			if v := ListUnsubscribe(tt.base); err == nil && v == "" {
 				t.Errorf("CheckBaseURL accepts %q but ListUnsubscribe does not", tt.base)
 			}
 		})

@@ -16,6 +16,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Header field names and fixed values written by mailrelay besides the
@@ -32,9 +34,11 @@ const (
 	AutoResponseSuppressAll = "All"
 	// ListIDHeader names this deployment's notifications (RFC 2919).
 	ListIDHeader = "List-Id"
-	// ListUnsubscribeHeader carries the settings URL (RFC 2369).
+	// ListUnsubscribeHeader carries the settings URL or the one-click URL
+	// (RFC 2369).
 	ListUnsubscribeHeader = "List-Unsubscribe"
-	// ListUnsubscribePost announces one-click unsubscription (RFC 8058).
+	// ListUnsubscribePost announces one-click unsubscription (RFC 8058);
+	// sent only with a one-click URL (OneClickUnsubscribe).
 	ListUnsubscribePost = "List-Unsubscribe-Post"
 	// OneClickValue is the value of ListUnsubscribePost.
 	OneClickValue = "List-Unsubscribe=One-Click"
@@ -102,13 +106,23 @@ func ThreadID(workspaceID, taskID, fromDomain string) string {
 	return string(b)
 }
 
-// ListID returns the List-Id value (RFC 2919). A non-empty override is
+// DefaultListDescription is the List-Id description when no product name
+// is known.
+const DefaultListDescription = "mailrelay notifications"
+
+// ListID returns the List-Id value (RFC 2919) with the default description:
+// ListIDFor(override, "", fromDomain).
+func ListID(override, fromDomain string) string { return ListIDFor(override, "", fromDomain) }
+
+// ListIDFor returns the List-Id value (RFC 2919). A non-empty override is
 // used, sanitized, as the whole value when it holds "<…>", or else as the
 // list identifier with a description added. Without an override the value
-// is derived from the From domain:
-// "mailrelay notifications <notifications.DOMAIN>".
-func ListID(override, fromDomain string) string {
-	const description = "mailrelay notifications"
+// is derived from the product name and the From domain:
+// "PRODUCT <notifications.DOMAIN>". The description is the product name
+// made printable ASCII (ListDescription), DefaultListDescription when
+// that leaves nothing.
+func ListIDFor(override, product, fromDomain string) string {
+	description := ListDescription(product)
 	if o := SanitizeHeader(override, 200); o != "" {
 		if i := strings.IndexByte(o, '<'); i >= 0 && len(o) > i+2 && strings.HasSuffix(o, ">") &&
 			strings.IndexByte(o[:i], '>') < 0 && !strings.ContainsAny(o[i+1:len(o)-1], "<> ") {
@@ -131,32 +145,98 @@ func ListID(override, fromDomain string) string {
 	return string(b)
 }
 
-// ListUnsubscribe returns the List-Unsubscribe value for a frontend base
-// URL, "<BASE/settings/notifications>", and whether RFC 8058 one-click
-// applies (only for an https base; then List-Unsubscribe-Post:
-// List-Unsubscribe=One-Click goes with it). It returns "", false when
-// baseURL is empty, is not an absolute http(s) URL, or holds a character
-// that cannot stand inside "<…>" (space, control, "<", ">", quote).
-func ListUnsubscribe(baseURL string) (value string, oneClick bool) {
-	base := strings.TrimRight(baseURL, "/")
-	var rest string
-	switch {
-	case hasPrefixFold(base, "https://"):
-		rest, oneClick = base[len("https://"):], true
-	case hasPrefixFold(base, "http://"):
-		rest = base[len("http://"):]
-	default:
-		return "", false
-	}
-	if rest == "" || rest[0] == '/' {
-		return "", false
-	}
-	for i := 0; i < len(base); i++ {
-		if c := base[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"' {
-			return "", false
+// ListDescription turns a product name into the phrase of a List-Id: one
+// line of printable ASCII (accents dropped: "Zürich" gives "Zurich"), at
+// most 80 characters, written as a quoted-string when it holds a character
+// an atom may not; DefaultListDescription when nothing is left. The List-Id
+// stays ASCII so that it never needs encoded-words.
+func ListDescription(product string) string {
+	s := Sanitize(product, 0)
+	var b strings.Builder
+	plain := true
+	for _, r := range norm.NFKD.String(s) {
+		switch {
+		case r == ' ':
+			if b.Len() > 0 && !strings.HasSuffix(b.String(), " ") {
+				b.WriteByte(' ')
+			}
+		case r > ' ' && r < 0x7f:
+			if !isAtext(byte(r)) {
+				plain = false
+			}
+			b.WriteRune(r)
+		}
+		if b.Len() >= 80 {
+			break
 		}
 	}
-	return "<" + base + SettingsPath + ">", oneClick
+	d := strings.TrimSpace(b.String())
+	for strings.Contains(d, "=?") { // never the start of an encoded-word
+		d = strings.ReplaceAll(d, "=?", "?")
+	}
+	if d == "" {
+		return DefaultListDescription
+	}
+	if plain {
+		return d
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(d) + `"`
+}
+
+// isAtext reports whether c is an RFC 5322 atext character.
+func isAtext(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
+}
+
+// ListUnsubscribe returns the List-Unsubscribe value that points at the
+// preferences page of a frontend base URL, "<BASE/settings/notifications>".
+// It never goes with List-Unsubscribe-Post: a login-gated page cannot honour
+// a one-click POST (contract §9.4; OneClickUnsubscribe is for that). It
+// returns "" when baseURL is empty, is not an absolute http(s) URL, or holds
+// a character that cannot stand inside "<…>" (space, control, "<", ">",
+// quote).
+func ListUnsubscribe(baseURL string) string {
+	base := strings.TrimRight(baseURL, "/")
+	if !angleURL(base, false) {
+		return ""
+	}
+	return "<" + base + SettingsPath + ">"
+}
+
+// OneClickUnsubscribe returns the List-Unsubscribe value for a one-click
+// unsubscribe URL (RFC 8058), "<URL>", and true; List-Unsubscribe-Post:
+// List-Unsubscribe=One-Click goes with it. RFC 8058 needs one https URI:
+// for anything else (empty, http, a character that cannot stand inside
+// "<…>") it returns "", false.
+func OneClickUnsubscribe(oneClickURL string) (value string, ok bool) {
+	if !angleURL(oneClickURL, true) {
+		return "", false
+	}
+	return "<" + oneClickURL + ">", true
+}
+
+// angleURL reports whether u is an absolute https (or, unless httpsOnly,
+// http) URL with a host that can stand inside "<…>" in a header.
+func angleURL(u string, httpsOnly bool) bool {
+	var rest string
+	switch {
+	case hasPrefixFold(u, "https://"):
+		rest = u[len("https://"):]
+	case hasPrefixFold(u, "http://") && !httpsOnly:
+		rest = u[len("http://"):]
+	default:
+		return false
+	}
+	if rest == "" || rest[0] == '/' {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"' {
+			return false
+		}
+	}
+	return true
 }
 
 func hasPrefixFold(s, prefix string) bool {

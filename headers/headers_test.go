@@ -96,28 +96,51 @@ func TestListID(t *testing.T) {
 	}
 }
 
+// TestListUnsubscribe: the preferences page, whatever the scheme, and never
+// a one-click claim (contract §9.4 amends §5: an https base no longer brings
+// List-Unsubscribe-Post).
 func TestListUnsubscribe(t *testing.T) {
-	tests := []struct {
-		name, base, want string
-		oneClick         bool
-	}{
-		{"unset", "", "", false},
-		{"https", "https://app.example.com", "<https://app.example.com/settings/notifications>", true},
-		{"https trailing slash", "https://app.example.com/", "<https://app.example.com/settings/notifications>", true},
-		{"https with path", "https://example.com/app//", "<https://example.com/app/settings/notifications>", true},
-		{"upper-case scheme", "HTTPS://app.example.com", "<HTTPS://app.example.com/settings/notifications>", true},
-		{"http", "http://localhost:8000", "<http://localhost:8000/settings/notifications>", false},
-		{"no scheme", "app.example.com", "", false},
-		{"other scheme", "mailto:x@example.com", "", false},
-		{"no host", "https://", "", false},
-		{"CRLF", "https://a.example\r\n.com", "", false},
-		{"angle bracket", "https://a.example.com/>", "", false},
+	tests := []struct{ name, base, want string }{
+		{"unset", "", ""},
+		{"https", "https://app.example.com", "<https://app.example.com/settings/notifications>"},
+		{"https trailing slash", "https://app.example.com/", "<https://app.example.com/settings/notifications>"},
+		{"https with path", "https://example.com/app//", "<https://example.com/app/settings/notifications>"},
+		{"upper-case scheme", "HTTPS://app.example.com", "<HTTPS://app.example.com/settings/notifications>"},
+		{"http", "http://localhost:8000", "<http://localhost:8000/settings/notifications>"},
+		{"no scheme", "app.example.com", ""},
+		{"other scheme", "mailto:x@example.com", ""},
+		{"no host", "https://", ""},
+		{"CRLF", "https://a.example\r\n.com", ""},
+		{"angle bracket", "https://a.example.com/>", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, oneClick := ListUnsubscribe(tt.base)
-			if got != tt.want || oneClick != tt.oneClick {
-				t.Errorf("ListUnsubscribe(%q) = %q, %v, want %q, %v", tt.base, got, oneClick, tt.want, tt.oneClick)
+			if got := ListUnsubscribe(tt.base); got != tt.want {
+				t.Errorf("ListUnsubscribe(%q) = %q, want %q", tt.base, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestOneClickUnsubscribe: one https URL in angle brackets, or nothing.
+func TestOneClickUnsubscribe(t *testing.T) {
+	tests := []struct {
+		name, url, want string
+		ok              bool
+	}{
+		{"https", "https://relay.example.com/u/AbC-_9", "<https://relay.example.com/u/AbC-_9>", true},
+		{"http", "http://relay.example.com/u/x", "", false},
+		{"empty", "", "", false},
+		{"no host", "https:///u/x", "", false},
+		{"space", "https://relay.example.com/u/a b", "", false},
+		{"CRLF", "https://relay.example.com/u/x\r\nBcc: a@b", "", false},
+		{"angle bracket", "https://relay.example.com/u/x>", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := OneClickUnsubscribe(tt.url)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("OneClickUnsubscribe(%q) = %q, %v, want %q, %v", tt.url, got, ok, tt.want, tt.ok)
 			}
 		})
 	}
@@ -151,6 +174,48 @@ func FuzzMsgID(f *testing.F) {
 			if !msgID.MatchString(v) || len(v) > 500 {
 				t.Errorf("%q is not a well-formed msg-id of bounded length", v)
 			}
+		}
+	})
+}
+
+func TestListIDFor(t *testing.T) {
+	tests := []struct{ override, product, domain, want string }{
+		{"", "", "example.com", "mailrelay notifications <notifications.example.com>"},
+		{"", "Acme", "Example.COM", "Acme <notifications.example.com>"},
+		{"", "Bâtiment Nord — Zürich", "example.com", "Batiment Nord Zurich <notifications.example.com>"},
+		{"", "Acme, Inc. (\"HQ\")", "example.com", `"Acme, Inc. (\"HQ\")" <notifications.example.com>`},
+		{"", "=?UTF-8?q?x?=", "example.com", "?UTF-8?q?x?= <notifications.example.com>"},
+		{"", "基礎工事", "example.com", "mailrelay notifications <notifications.example.com>"},
+		{"lists.example.com", "Acme", "example.com", "Acme <lists.example.com>"},
+		{"Other <o.example.com>", "Acme", "example.com", "Other <o.example.com>"},
+	}
+	for _, tt := range tests {
+		if got := ListIDFor(tt.override, tt.product, tt.domain); got != tt.want {
+			t.Errorf("ListIDFor(%q, %q, %q) = %q, want %q", tt.override, tt.product, tt.domain, got, tt.want)
+		}
+	}
+}
+
+// FuzzListID: whatever the product name and override, the List-Id is one
+// line of printable ASCII ending in "<…>" and holding no encoded-word.
+func FuzzListID(f *testing.F) {
+	f.Add("", "Acme", "example.com")
+	f.Add("x", "Bâtiment \"Nord\" =?UTF-8?q?x?=\r\nBcc: y", "exämple.com")
+	f.Add("<a b>", "\u202eevil\u200b", "")
+	f.Fuzz(func(t *testing.T, override, product, domain string) {
+		v := ListIDFor(override, product, domain)
+		if !strings.HasSuffix(v, ">") || strings.Contains(v, "=?") && override == "" {
+			t.Errorf("ListIDFor = %q", v)
+		}
+		if override == "" {
+			for _, r := range v {
+				if r < ' ' || r > '~' {
+					t.Fatalf("ListIDFor = %q holds %U", v, r)
+				}
+			}
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			t.Fatalf("ListIDFor = %q holds CR or LF", v)
 		}
 	})
 }

@@ -38,6 +38,7 @@ type cli struct {
 	Replay    replayCmd         `cmd:"" help:"Re-drive notifications that fell back to the inbox (after an SMTP outage is fixed)."`
 	SendTest  sendTestCmd       `cmd:"" name:"send-test" help:"Send a test message now through the configured transport and say what happened."`
 	UnsubURL  unsubscribeURLCmd `cmd:"" name:"unsubscribe-url" help:"Print the one-click unsubscribe URL of a user and type (needs MAILRELAY_PUBLIC_URL and MAILRELAY_UNSUBSCRIBE_KEYS)."`
+	Doctor    doctorCmd         `cmd:"" help:"Check the From domain's DNS as receivers do (MX, SPF, DKIM, DMARC, alignment, one-click); exit 1 on a failure."`
 	Version   versionCmd        `cmd:"" help:"Print the version."`
 }
 

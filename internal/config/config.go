@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/internal/unsubscribe"
 )
 
 // Config is mailrelay's whole configuration. Load fills it from the
@@ -50,7 +51,8 @@ type Email struct {
 	Timeout      time.Duration `env:"-"`                        // EMAIL_TIMEOUT, read by parseSeconds
 	FilePath     string        `env:"EMAIL_FILE_PATH"`
 	InsecureAuth bool          `env:"MAILRELAY_SMTP_INSECURE_AUTH"`
-	EHLOName     string        `env:"MAILRELAY_EHLO_NAME"` // "" = the host's fully qualified name (transport.DefaultHeloName)
+	EHLOName     string        `env:"MAILRELAY_EHLO_NAME"`       // "" = the host's fully qualified name (transport.DefaultHeloName)
+	Pipelining   string        `env:"MAILRELAY_SMTP_PIPELINING"` // "auto" or "off" (transport.ParsePipelining)
 }
 
 // Message holds what every composed message carries.
@@ -60,6 +62,13 @@ type Message struct {
 	ListID          string `env:"MAILRELAY_LIST_ID"` // "" means compose derives it from From
 	TemplateDir     string `env:"MAILRELAY_TEMPLATE_DIR"`
 	SnippetMax      int    `env:"MAILRELAY_SNIPPET_MAX"`
+	HTML            bool   `env:"MAILRELAY_HTML"`         // add an HTML alternative part
+	ProductName     string `env:"MAILRELAY_PRODUCT_NAME"` // "" means the From display name
+	// DKIMKeyFile, DKIMSelector and DKIMDomain configure DKIM signing
+	// (DKIMSigner); DKIMDomain "" means the From domain.
+	DKIMKeyFile  string `env:"MAILRELAY_DKIM_KEY_FILE"`
+	DKIMSelector string `env:"MAILRELAY_DKIM_SELECTOR"`
+	DKIMDomain   string `env:"MAILRELAY_DKIM_DOMAIN"`
 }
 
 // NATS is the connection to the NATS servers, with the nats ecosystem's
@@ -83,6 +92,14 @@ type HTTP struct {
 	Addr           string `env:"MAILRELAY_HTTP_ADDR"`
 	AdminToken     Secret `env:"MAILRELAY_ADMIN_TOKEN"`      // Load also fills it from AdminTokenFile
 	AdminTokenFile string `env:"MAILRELAY_ADMIN_TOKEN_FILE"` // the path, as given
+	// PublicAddr is the one-click unsubscribe listener, "" for none.
+	PublicAddr string `env:"MAILRELAY_PUBLIC_ADDR"`
+	// PublicURL is where that listener is reachable (https), "" for none.
+	PublicURL string `env:"MAILRELAY_PUBLIC_URL"`
+	// UnsubscribeKeys are the token secrets, comma-separated (see
+	// UnsubscribeKeyList); Load also fills them from UnsubscribeKeysFile.
+	UnsubscribeKeys     Secret `env:"MAILRELAY_UNSUBSCRIBE_KEYS"`
+	UnsubscribeKeysFile string `env:"MAILRELAY_UNSUBSCRIBE_KEYS_FILE"` // the path, as given
 }
 
 // JetStream holds the settings of the stream, consumer and buckets mailrelay
@@ -152,6 +169,13 @@ func (c *Config) Security() transport.Security {
 // TLS: MAILRELAY_SMTP_INSECURE_AUTH is true, or EMAIL_HOST is loopback.
 func (c *Config) InsecureAuthAllowed() bool {
 	return c.Email.InsecureAuth || transport.IsLoopback(c.Email.Host)
+}
+
+// SMTPPipelining returns MAILRELAY_SMTP_PIPELINING as the transport takes
+// it; Validate has refused anything but auto and off.
+func (c *Config) SMTPPipelining() transport.Pipelining {
+	p, _ := transport.ParsePipelining(c.Email.Pipelining)
+	return p
 }
 
 // SMTPAuth returns the SMTP credential settings, for transport's rule
@@ -232,6 +256,53 @@ type Status struct {
 	From            string `json:"from"`
 	FrontendBaseURL string `json:"frontend_base_url"`
 	ListUnsubscribe bool   `json:"list_unsubscribe"`
+	// Unsubscribe is what List-Unsubscribe offers: UnsubscribeOneClick,
+	// UnsubscribeSettingsPage or UnsubscribeNone.
+	Unsubscribe string `json:"unsubscribe"`
+	// PublicURL is MAILRELAY_PUBLIC_URL ("" when unset); PublicListener
+	// says whether this process serves /u/ (MAILRELAY_PUBLIC_ADDR).
+	PublicURL      string `json:"public_url"`
+	PublicListener bool   `json:"public_listener"`
+}
+
+// Unsubscribe modes, as the status JSON's "unsubscribe" and the start-up
+// log say them.
+const (
+	// UnsubscribeOneClick: List-Unsubscribe is a signed https URL of the
+	// public listener, with List-Unsubscribe-Post (RFC 8058).
+	UnsubscribeOneClick = "one_click"
+	// UnsubscribeSettingsPage: List-Unsubscribe is the preferences page,
+	// without List-Unsubscribe-Post.
+	UnsubscribeSettingsPage = "settings_page"
+	// UnsubscribeNone: no List-Unsubscribe at all.
+	UnsubscribeNone = "none"
+)
+
+// UnsubscribeMode says what List-Unsubscribe offers: one-click with
+// MAILRELAY_PUBLIC_URL and keys, else the preferences page with
+// FRONTEND_BASE_URL, else nothing.
+func (c *Config) UnsubscribeMode() string {
+	switch {
+	case c.HTTP.PublicURL != "" && c.HTTP.UnsubscribeKeys.IsSet():
+		return UnsubscribeOneClick
+	case c.Message.FrontendBaseURL != "":
+		return UnsubscribeSettingsPage
+	default:
+		return UnsubscribeNone
+	}
+}
+
+// UnsubscribeKeyList returns the unsubscribe keys, the signing one first;
+// nil when none is set. Use the values only to sign and verify.
+func (c *Config) UnsubscribeKeyList() []string {
+	if !c.HTTP.UnsubscribeKeys.IsSet() {
+		return nil
+	}
+	keys, err := unsubscribe.ParseKeys(c.HTTP.UnsubscribeKeys.Reveal())
+	if err != nil {
+		return nil
+	}
+	return keys
 }
 
 // Status returns the status view of the transport. Host, Port and Security
@@ -244,7 +315,10 @@ func (c *Config) Status() Status {
 		Security:        transport.SecurityNone.String(),
 		From:            c.Message.From,
 		FrontendBaseURL: c.Message.FrontendBaseURL,
-		ListUnsubscribe: c.Message.FrontendBaseURL != "",
+		ListUnsubscribe: c.UnsubscribeMode() != UnsubscribeNone,
+		Unsubscribe:     c.UnsubscribeMode(),
+		PublicURL:       c.HTTP.PublicURL,
+		PublicListener:  c.HTTP.PublicAddr != "",
 	}
 	if s.Mode == ModeSMTP {
 		s.Host, s.Port, s.Security = c.Email.Host, c.Email.Port, c.Security().String()

@@ -61,7 +61,7 @@ func writeFile(t *testing.T, name, content string) string {
 func TestLoadDefaults(t *testing.T) {
 	c := mustLoad(t, nil)
 	want := Config{
-		Email: Email{Backend: BackendSMTP, Port: 25, Timeout: 15 * time.Second},
+		Email: Email{Backend: BackendSMTP, Port: 25, Timeout: 15 * time.Second, Pipelining: "auto"},
 		Message: Message{
 			From:       "webmaster@localhost",
 			SnippetMax: 280,
@@ -462,6 +462,7 @@ func TestLoadBad(t *testing.T) {
 		{"frontend port 0", map[string]string{"FRONTEND_BASE_URL": "http://localhost:0/app"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
 		{"frontend empty port", map[string]string{"FRONTEND_BASE_URL": "https://app.example.com:/"}, "FRONTEND_BASE_URL", "is not an absolute http(s) URL"},
 		{"insecure auth not a boolean", map[string]string{"MAILRELAY_SMTP_INSECURE_AUTH": "please"}, "MAILRELAY_SMTP_INSECURE_AUTH", `"please" is not a boolean`},
+		{"pipelining neither auto nor off", map[string]string{"MAILRELAY_SMTP_PIPELINING": "on"}, "MAILRELAY_SMTP_PIPELINING", `"on" is not auto or off`},
 		{"list id without dot", map[string]string{"MAILRELAY_LIST_ID": "notifications"}, "MAILRELAY_LIST_ID", `MAILRELAY_LIST_ID: "notifications" is not a list identifier`},
 		{"list id unclosed bracket", map[string]string{"MAILRELAY_LIST_ID": "Acme <n.example.com"}, "MAILRELAY_LIST_ID", "is not a list identifier"},
 		{"list id phrase with newline", map[string]string{"MAILRELAY_LIST_ID": "Acme\r\nBcc: x <n.example.com>"}, "MAILRELAY_LIST_ID", "is not a list identifier"},
@@ -720,7 +721,7 @@ func TestStatus(t *testing.T) {
 		want Status
 	}{
 		{"not configured", nil, Status{
-			Mode: "not_configured", Security: "none", From: "webmaster@localhost",
+			Mode: "not_configured", Security: "none", From: "webmaster@localhost", Unsubscribe: "none",
 		}},
 		{"smtp starttls", map[string]string{
 			"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "587", "EMAIL_USE_TLS": "true",
@@ -729,12 +730,14 @@ func TestStatus(t *testing.T) {
 		}, Status{
 			Mode: "smtp", Configured: true, Host: "smtp.example.com", Port: 587, Security: "starttls",
 			From: "notify@example.com", FrontendBaseURL: "https://app.example.com", ListUnsubscribe: true,
+			Unsubscribe: "settings_page",
 		}},
 		{"smtp ssl", map[string]string{"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "465", "EMAIL_USE_SSL": "on"}, Status{
 			Mode: "smtp", Configured: true, Host: "smtp.example.com", Port: 465, Security: "ssl", From: "webmaster@localhost",
+			Unsubscribe: "none",
 		}},
 		{"console ignores the SMTP settings", map[string]string{"EMAIL_BACKEND": "console", "EMAIL_HOST": "smtp.example.com", "EMAIL_USE_TLS": "yes"}, Status{
-			Mode: "console", Configured: true, Security: "none", From: "webmaster@localhost",
+			Mode: "console", Configured: true, Security: "none", From: "webmaster@localhost", Unsubscribe: "none",
 		}},
 	}
 	for _, tt := range tests {
@@ -760,7 +763,8 @@ func TestStatusJSON(t *testing.T) {
 	}
 	want := `{"mode":"smtp","configured":true,"host":"smtp.example.com","port":587,` +
 		`"security":"starttls","from":"notify@example.com",` +
-		`"frontend_base_url":"https://app.example.com","list_unsubscribe":true}`
+		`"frontend_base_url":"https://app.example.com","list_unsubscribe":true,` +
+		`"unsubscribe":"settings_page","public_url":"","public_listener":false}`
 	if string(b) != want {
 		t.Errorf("status JSON:\n got %s\nwant %s", b, want)
 	}
@@ -793,7 +797,7 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"none", good, ""},
 		{"not configured", with("EMAIL_HOST", ""), "EMAIL_HOST is not set: email is not configured"},
-		{"http frontend", with("FRONTEND_BASE_URL", "http://app.example.com"), "FRONTEND_BASE_URL is http://, not https://: List-Unsubscribe is sent without List-Unsubscribe-Post"},
+		{"http frontend", with("FRONTEND_BASE_URL", "http://app.example.com"), "FRONTEND_BASE_URL is http://, not https://"},
 		{"no frontend", with("FRONTEND_BASE_URL", ""), "FRONTEND_BASE_URL is not set"},
 		{"from localhost", with("DEFAULT_FROM_EMAIL", ""), "DEFAULT_FROM_EMAIL (webmaster@localhost) is not at a public domain"},
 		{"port 465 without ssl", with("EMAIL_PORT", "465"), "EMAIL_PORT is 465"},

@@ -118,6 +118,7 @@ func (c *Config) parse(raw map[string]string) (Problems, map[string]bool) {
 	// does not convert is left for validate to name.
 	c.Message.From = asciiFrom(c.Message.From)
 	c.Message.FrontendBaseURL = strings.TrimRight(c.Message.FrontendBaseURL, "/")
+	c.HTTP.PublicURL = strings.TrimRight(c.HTTP.PublicURL, "/")
 	return problems, failed
 }
 
@@ -189,6 +190,7 @@ func (c *Config) readSecretFiles(raw map[string]string, failed map[string]bool) 
 	}{
 		{"EMAIL_HOST_PASSWORD", "EMAIL_HOST_PASSWORD_FILE", &c.Email.Password},
 		{"MAILRELAY_ADMIN_TOKEN", "MAILRELAY_ADMIN_TOKEN_FILE", &c.HTTP.AdminToken},
+		{"MAILRELAY_UNSUBSCRIBE_KEYS", "MAILRELAY_UNSUBSCRIBE_KEYS_FILE", &c.HTTP.UnsubscribeKeys},
 	} {
 		path, ok := raw[s.fileName]
 		switch {

@@ -14,12 +14,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mailrelay/mailrelay/headers"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/internal/unsubscribe"
 )
 
 // Problem is one thing wrong with the configuration.
@@ -99,8 +101,10 @@ func (c *Config) validate() Problems {
 	var k checker
 	c.checkEmail(&k)
 	c.checkMessage(&k)
+	c.checkDKIM(&k)
 	c.checkNATS(&k)
 	c.checkHTTP(&k)
+	c.checkUnsubscribe(&k)
 	c.checkJetStream(&k)
 	c.checkRelay(&k)
 	k.check(c.Log.Format == LogJSON || c.Log.Format == LogConsole, "MAILRELAY_LOG_FORMAT", string(c.Log.Format))
@@ -151,6 +155,8 @@ func (c *Config) checkEmail(k *checker) {
 	k.check(e.Host == "" || hostOK, "EMAIL_HOST", e.Host)
 	_, heloOK := transport.NormalizeHeloName(e.EHLOName)
 	k.check(e.EHLOName == "" || heloOK, "MAILRELAY_EHLO_NAME", e.EHLOName)
+	_, pipeOK := transport.ParsePipelining(e.Pipelining)
+	k.check(pipeOK, "MAILRELAY_SMTP_PIPELINING", e.Pipelining)
 	k.checkInt("EMAIL_PORT", e.Port, 1, 65535)
 	if e.UseTLS && e.UseSSL {
 		k.addf([]string{"EMAIL_USE_TLS", "EMAIL_USE_SSL"},
@@ -224,6 +230,8 @@ func (c *Config) checkMessage(k *checker) {
 		}
 	}
 	k.checkInt("MAILRELAY_SNIPPET_MAX", m.SnippetMax, 1, 500)
+	k.check(m.ProductName == "" || (utf8.RuneCountInString(m.ProductName) <= 100 && headers.Sanitize(m.ProductName, 0) == m.ProductName),
+		"MAILRELAY_PRODUCT_NAME", m.ProductName)
 }
 
 // checkNATS checks the NATS connection.
@@ -279,6 +287,44 @@ func (c *Config) checkHTTP(k *checker) {
 		return
 	}
 	k.add(notA("MAILRELAY_ADMIN_TOKEN", "")) // notA leaves a secret's value out anyway
+}
+
+// checkUnsubscribe checks the one-click unsubscribe settings: the public
+// listener, its URL and the keys (whose values no problem shows).
+func (c *Config) checkUnsubscribe(k *checker) {
+	h := c.HTTP
+	k.check(h.PublicAddr == "" || validListenAddr(h.PublicAddr), "MAILRELAY_PUBLIC_ADDR", h.PublicAddr)
+	if h.PublicAddr != "" && h.PublicAddr == h.Addr {
+		k.addf([]string{"MAILRELAY_PUBLIC_ADDR", "MAILRELAY_HTTP_ADDR"},
+			"MAILRELAY_PUBLIC_ADDR and MAILRELAY_HTTP_ADDR are both %s: the public listener must not share the admin one", h.Addr)
+	}
+	k.check(h.PublicURL == "" || validPublicURL(h.PublicURL), "MAILRELAY_PUBLIC_URL", h.PublicURL)
+	if h.UnsubscribeKeys.IsSet() {
+		if _, err := unsubscribe.ParseKeys(h.UnsubscribeKeys.Reveal()); err != nil {
+			name := "MAILRELAY_UNSUBSCRIBE_KEYS"
+			if h.UnsubscribeKeysFile != "" {
+				name = "MAILRELAY_UNSUBSCRIBE_KEYS_FILE"
+			}
+			k.addf([]string{name}, "%s: %v", name, err) // ParseKeys never shows a key
+		}
+		return
+	}
+	for _, name := range []string{"MAILRELAY_PUBLIC_ADDR", "MAILRELAY_PUBLIC_URL"} {
+		if (name == "MAILRELAY_PUBLIC_ADDR" && h.PublicAddr != "") || (name == "MAILRELAY_PUBLIC_URL" && h.PublicURL != "") {
+			vars := []string{"MAILRELAY_UNSUBSCRIBE_KEYS", name}
+			if h.UnsubscribeKeysFile != "" {
+				vars = append(vars, "MAILRELAY_UNSUBSCRIBE_KEYS_FILE") // unreadable: its own problem
+			}
+			k.addf(vars, "MAILRELAY_UNSUBSCRIBE_KEYS (or MAILRELAY_UNSUBSCRIBE_KEYS_FILE): required when %s is set: one-click links are signed with it", name)
+		}
+	}
+}
+
+// validPublicURL reports whether u can be MAILRELAY_PUBLIC_URL: a base URL
+// as FRONTEND_BASE_URL must be (headers.CheckBaseURL), and https, since RFC
+// 8058 one-click needs an https URI.
+func validPublicURL(u string) bool {
+	return headers.CheckBaseURL(u) == nil && len(u) > 8 && strings.EqualFold(u[:8], "https://")
 }
 
 // checkJetStream checks the stream, consumer and bucket settings.
@@ -347,11 +393,21 @@ func (c *Config) Warnings() []string {
 		}
 	}
 
+	// Which unsubscribe mode is on is said by the start-up log (relay) and
+	// the status JSON, not here: settings_page is a choice, not a mistake.
 	switch base := c.Message.FrontendBaseURL; {
-	case base == "":
+	case base == "" && c.UnsubscribeMode() == UnsubscribeNone:
 		warn("FRONTEND_BASE_URL is not set: mail carries no deep link and no List-Unsubscribe header")
+	case base == "":
+		warn("FRONTEND_BASE_URL is not set: mail carries no deep link, and the unsubscribe page links to no preferences page")
 	case strings.HasPrefix(strings.ToLower(base), "http://"):
-		warn("FRONTEND_BASE_URL is http://, not https://: List-Unsubscribe is sent without List-Unsubscribe-Post, so mailbox providers offer no one-click unsubscribe (RFC 8058 needs https)")
+		warn("FRONTEND_BASE_URL is http://, not https://: deep links and the List-Unsubscribe preferences page are not encrypted, and mailbox providers distrust such links")
+	}
+	switch h := c.HTTP; {
+	case h.UnsubscribeKeys.IsSet() && h.PublicURL == "":
+		warn("MAILRELAY_UNSUBSCRIBE_KEYS is set but MAILRELAY_PUBLIC_URL is not: mail carries no one-click link")
+	case h.PublicURL != "" && h.PublicAddr == "":
+		warn("MAILRELAY_PUBLIC_URL is set but MAILRELAY_PUBLIC_ADDR is not: this process serves no /u/ links; another relay must serve them at %s", h.PublicURL)
 	}
 
 	for _, u := range c.NATS.Servers() {
@@ -373,6 +429,7 @@ func (c *Config) Warnings() []string {
 		warn("MAILRELAY_STALE_AFTER (%s) is not longer than the MAILRELAY_RETRY_DELAYS total (%s): a retried notification may turn skipped_stale before its last attempt",
 			fmtDuration(s), fmtDuration(total))
 	}
+	ws = append(ws, c.dkimWarnings()...)
 	return ws
 }
 

@@ -80,7 +80,7 @@ func TestVarsTable(t *testing.T) {
 			t.Errorf("secret %s has a default", v.Name)
 		}
 	}
-	secrets := []string{"EMAIL_HOST_PASSWORD", "NATS_PASSWORD", "NATS_TOKEN", "MAILRELAY_ADMIN_TOKEN"}
+	secrets := []string{"EMAIL_HOST_PASSWORD", "NATS_PASSWORD", "NATS_TOKEN", "MAILRELAY_ADMIN_TOKEN", "MAILRELAY_UNSUBSCRIBE_KEYS"}
 	for _, v := range Vars() {
 		if v.Secret != slices.Contains(secrets, v.Name) {
 			t.Errorf("%s: Secret is %v", v.Name, v.Secret)

@@ -167,7 +167,9 @@ func handlerFor(t *testing.T, e *env, h *provision.Handles) *consumer.Handler {
 	t.Cleanup(func() { sender.Close() })
 	cc := compose.Config{From: compose.Address{Email: "notify@example.com"}}
 	return consumer.NewHandler(consumer.Config{Configured: true}, sender, prefs.New(h.Prefs), state.New(h.State),
-		func(ev *event.Event, now time.Time) (*compose.Message, error) { return compose.Compose(ev, cc, now) })
+		func(ev *event.Event, now time.Time, o compose.Options) (*compose.Message, error) {
+			return compose.ComposeFor(ev, cc, now, o)
+		})
 }
 
 // noAck is a delivery whose process dies before it can ack.

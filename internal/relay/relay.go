@@ -57,6 +57,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range composeCfg.Templates.Warnings() { // a missing translation falls back to English
+		log.Warn(w)
+	}
 	composer, err := compose.New(composeCfg) // checked once, not per mail
 	if err != nil {
 		return fmt.Errorf("compose config: %w", err)
@@ -110,7 +113,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			settings = cfg.Message.FrontendBaseURL + headers.SettingsPath
 		}
 		public = unsubscribe.NewHandler(unsubscribe.Config{Signer: signer, SettingsURL: settings, Log: log.Named("unsubscribe")})
-		o.onPrefs = func(kv jetstream.KeyValue) { public.SetPrefs(prefs.New(kv)) }
+		o.onPrefs = func(kv jetstream.KeyValue) { public.SetPrefs(kv) }
 	}
 	// --- end one-click unsubscribe ---------------------------------------
 	g, gctx := errgroup.WithContext(ctx)
@@ -179,7 +182,7 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 		Policy:        cfg.Policy(),
 		MaxEventBytes: cfg.Relay.MaxEventBytes,
 		Configured:    cfg.Configured(),
-	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.Compose, hopts...)
+	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.ComposeFor, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
 	hl.setProbe(func() problem {
@@ -365,6 +368,7 @@ func SMTPConfig(cfg *config.Config) transport.SMTPConfig {
 		Timeout:      cfg.Email.Timeout,
 		PoolSize:     cfg.Relay.Concurrency,
 		HeloName:     cfg.Email.EHLOName,
+		Pipelining:   cfg.SMTPPipelining(),
 	}
 }
 

@@ -194,10 +194,14 @@ func TestAllTypesDelivered(t *testing.T) {
 	for _, m := range msgs {
 		raw := string(m.Data)
 		for _, h := range []string{"List-Unsubscribe: <https://app.example.com/settings/notifications>",
-			"List-Unsubscribe-Post: List-Unsubscribe=One-Click", "Auto-Submitted: auto-generated", "Message-ID: <"} {
+			"Auto-Submitted: auto-generated", "Message-ID: <"} {
 			if !strings.Contains(raw, h) {
 				t.Errorf("mail lacks %q:\n%s", h, raw)
 			}
+		}
+		// Contract §9.4: no one-click claim for a login-gated settings page.
+		if strings.Contains(raw, "List-Unsubscribe-Post") {
+			t.Errorf("List-Unsubscribe-Post without one-click:\n%s", raw)
 		}
 	}
 }

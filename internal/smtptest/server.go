@@ -65,6 +65,7 @@ type options struct {
 	latency  time.Duration
 	discard  bool
 	utf8     bool
+	hidden   []string // EHLO keywords not offered (WithoutExtensions)
 }
 
 // WithStartTLS makes the server offer STARTTLS with cert (see
@@ -103,6 +104,20 @@ func WithLatency(d time.Duration) Option {
 // does.
 func WithSMTPUTF8() Option {
 	return func(o *options) { o.utf8 = true }
+}
+
+// WithoutExtensions makes the server leave the named EHLO keywords out of
+// its EHLO reply ("PIPELINING", "CHUNKING", "8BITMIME",
+// "ENHANCEDSTATUSCODES"; go-smtp offers all four), so that a client sees a
+// server without them. The commands themselves are still understood, as
+// by many real servers. Only sessions in the clear are changed: not an
+// implicit TLS session, nor the EHLO after STARTTLS.
+func WithoutExtensions(keywords ...string) Option {
+	return func(o *options) {
+		for _, k := range keywords {
+			o.hidden = append(o.hidden, strings.ToUpper(k))
+		}
+	}
 }
 
 // DiscardBodies makes the server read and drop message data, only counting
@@ -519,7 +534,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, l: l, clear: !l.s.opts.implicit}
+	tc := &trackedConn{Conn: c, l: l, clear: !l.s.opts.implicit, hidden: l.s.opts.hidden}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -556,11 +571,39 @@ type trackedConn struct {
 	l    *listener
 	once sync.Once
 
-	// Read runs on the connection's one handler goroutine: these need no
-	// lock.
-	clear bool   // the bytes read are SMTP, not TLS records
-	data  bool   // reading message data (after DATA, until the lone ".")
-	line  []byte // the incomplete line read so far
+	hidden []string // EHLO keywords to leave out of the server's replies
+
+	// Read and Write run on the connection's handler goroutine, except
+	// that go-smtp may close it from a BDAT reader: mu keeps the race
+	// detector sure of it.
+	mu       sync.Mutex
+	clear    bool   // the bytes read are SMTP, not TLS records
+	data     bool   // reading message data (after DATA, until the lone ".")
+	dataSent bool   // DATA read, its reply not yet written
+	chunk    int    // octets of a BDAT chunk still to skip
+	line     []byte // the incomplete line read so far
+}
+
+// Write leaves hidden keywords out of EHLO replies, and watches the reply
+// to DATA: only a 354 makes what follows message data. go-smtp writes one
+// reply line per Write.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	clear := c.clear
+	if clear && c.dataSent && len(p) >= 3 {
+		c.dataSent = false
+		c.data = string(p[:3]) == "354"
+	}
+	c.mu.Unlock()
+	if clear && len(p) > 4 && string(p[:4]) == "250-" {
+		kw, _, _ := strings.Cut(strings.TrimRight(string(p[4:]), "\r\n"), " ")
+		for _, h := range c.hidden {
+			if strings.EqualFold(kw, h) {
+				return len(p), nil
+			}
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 // Read records what the client sent: every byte, and its command lines
@@ -574,17 +617,25 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 // commands splits b into lines and returns the complete command lines, in
-// the clear part of the session. DATA starts message data, which ends at a
-// lone "."; STARTTLS ends the clear part (go-smtp answers 220 and turns to
-// TLS at once). A DATA the server refused would be followed by commands
-// taken for data: the clients of these tests do not send DATA without an
-// accepted recipient.
+// the clear part of the session. A DATA the server answered with 354
+// starts message data, which ends at a lone "."; the chunk after "BDAT <n>"
+// is skipped; STARTTLS ends the clear part (go-smtp answers 220 and turns
+// to TLS at once). A client pipelines nothing after DATA before its reply
+// (RFC 2920), so the reply is written before what follows is read.
 func (c *trackedConn) commands(b []byte) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.clear {
 		return nil
 	}
 	var cmds []string
 	for len(b) > 0 {
+		if c.chunk > 0 {
+			n := min(c.chunk, len(b))
+			c.chunk -= n
+			b = b[n:]
+			continue
+		}
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			c.line = append(c.line, b...)
@@ -600,7 +651,11 @@ func (c *trackedConn) commands(b []byte) []string {
 			verb, _, _ := strings.Cut(strings.ToUpper(line), " ")
 			switch verb {
 			case "DATA":
-				c.data = true
+				c.dataSent = true // data only once the server says 354
+			case "BDAT":
+				if f := strings.Fields(line); len(f) >= 2 {
+					c.chunk, _ = strconv.Atoi(f[1])
+				}
 			case "STARTTLS":
 				c.clear = false
 				return cmds

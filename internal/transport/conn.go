@@ -12,6 +12,8 @@ import (
 
 	"github.com/wneessen/go-mail/smtp"
 	"go.uber.org/zap"
+
+	"github.com/mailrelay/mailrelay/internal/smtpwire"
 )
 
 // conn is one pooled SMTP connection, used by one Send at a time.
@@ -21,6 +23,45 @@ type conn struct {
 	client   *smtp.Client // go-mail's protocol client on top of raw
 	lastUsed time.Time    // when it went back to the pool (under SMTP.mu)
 	uses     int          // messages sent over it
+
+	// What the server's EHLO reply allows, read once after the handshake.
+	mode     smtpwire.Mode // lockstep, pipelined, or pipelined with BDAT
+	params   []string      // MAIL FROM parameters: BODY=8BITMIME, SMTPUTF8
+	utf8     bool          // SMTPUTF8 offered
+	enhanced bool          // ENHANCEDSTATUSCODES offered: replies carry x.y.z codes
+}
+
+// extensions reads what the session's EHLO reply offers, and how messages
+// will go over it.
+func (c *conn) extensions(p Pipelining) {
+	has := func(ext string) bool { ok, _ := c.client.Extension(ext); return ok }
+	c.utf8 = has("SMTPUTF8")
+	c.enhanced = has("ENHANCEDSTATUSCODES")
+	// The parameters go-mail adds whenever the server offers them.
+	if has("8BITMIME") {
+		c.params = append(c.params, "BODY=8BITMIME")
+	}
+	if c.utf8 {
+		c.params = append(c.params, "SMTPUTF8")
+	}
+	switch {
+	case p == PipeliningOff || !has("PIPELINING"):
+		c.mode = smtpwire.Lockstep
+	case has("CHUNKING"):
+		c.mode = smtpwire.Chunked
+	default:
+		c.mode = smtpwire.Pipelined
+	}
+}
+
+// closedByPeer reports whether the server has said something since the
+// connection went idle, or closed it: either way it is no longer waiting
+// for MAIL. It looks without blocking and without consuming anything.
+func (c *conn) closedByPeer() bool {
+	if c.client.Text.R.Buffered() > 0 {
+		return true
+	}
+	return peerSpoke(c.raw)
 }
 
 // abort closes the socket at once. Safe to call from any goroutine, any
@@ -54,7 +95,8 @@ func (s *SMTP) dial(ctx context.Context) (*conn, *Error) {
 		return nil, e
 	}
 	c.client = client
-	s.log.Debug("smtp connection opened", zap.Uint64("smtp_conn", c.id))
+	c.extensions(s.pipelining)
+	s.log.Debug("smtp connection opened", zap.Uint64("smtp_conn", c.id), zap.Stringer("smtp_mode", c.mode))
 	return c, nil
 }
 

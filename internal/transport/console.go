@@ -20,13 +20,14 @@ var consoleSeparator = strings.Repeat("-", 79) + "\r\n"
 // written with one Write under a mutex, so concurrent sends never
 // interleave.
 type Console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	opts options // WithSigner
 }
 
 // NewConsole returns a console backend writing to w.
-func NewConsole(w io.Writer) *Console {
-	return &Console{w: w}
+func NewConsole(w io.Writer, opts ...Option) *Console {
+	return &Console{w: w, opts: applyOptions(opts)}
 }
 
 // Send writes m to the stream. A render failure is permanent; a write
@@ -37,6 +38,9 @@ func (c *Console) Send(ctx context.Context, m *compose.Message) error {
 	}
 	data, err := renderBytes(m)
 	if err != nil {
+		return err
+	}
+	if data, err = signBytes(c.opts.signer, data); err != nil {
 		return err
 	}
 	if !bytes.HasSuffix(data, []byte("\n")) {

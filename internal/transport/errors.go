@@ -8,7 +8,7 @@ import (
 	"net/textproto"
 	"regexp"
 
-	"github.com/wneessen/go-mail"
+	"github.com/mailrelay/mailrelay/internal/smtpwire"
 )
 
 // Steps name where a send failed (Error.Step).
@@ -122,39 +122,29 @@ func dialStep(err error) string {
 	return StepConnect
 }
 
-// sendError classifies an error from go-mail's SendWithSMTPClient.
-func sendError(err error) *Error {
-	var se *mail.SendError
-	if !errors.As(err, &se) {
-		// go-mail returns only SendErrors here; anything else is unexpected
-		// and, with no reply code, ambiguous.
+// wireError classifies a failed mail transaction (smtpwire.Send). Only a
+// 5xx reply is permanent: a 4xx is temporary, and code 0 means no reply
+// (connection dropped, timeout), where the server may or may not have the
+// message, so retry. 530 (authentication required, RFC 4954) is about the
+// configuration, not the message. The enhanced status code is read only
+// from a server that offered ENHANCEDSTATUSCODES.
+func wireError(err error, enhanced bool) *Error {
+	var we *smtpwire.Error
+	if !errors.As(err, &we) {
 		return &Error{Temporary: true, Step: StepData, Err: err}
 	}
-	e := &Error{Code: se.ErrorCode(), Enhanced: se.EnhancedStatusCode(), Err: err}
-	switch se.Reason {
-	case mail.ErrGetSender, mail.ErrGetRcpts:
-		// The message has no usable sender or recipient: no retry can help.
-		e.Step = StepRender
-		return e
-	case mail.ErrConnCheck:
-		e.Step = StepConnect
-	case mail.ErrSMTPMailFrom, mail.ErrNoUnencoded:
+	e := &Error{Code: we.Reply.Code, Err: err}
+	switch we.Stage {
+	case smtpwire.StageMail:
 		e.Step = StepMail
-	case mail.ErrSMTPRcptTo:
+	case smtpwire.StageRcpt:
 		e.Step = StepRcpt
-	case mail.ErrSMTPData, mail.ErrSMTPDataClose:
-		e.Step = StepData
-	case mail.ErrWriteContent:
-		e.Step = StepWrite
-	case mail.ErrSMTPReset:
-		e.Step = StepReset
 	default:
 		e.Step = StepData
 	}
-	// Only a 5xx reply is permanent: a 4xx is temporary, and code 0 means
-	// no reply (connection dropped, timeout), where the server may or may
-	// not have the message, so retry. 530 (authentication required, RFC
-	// 4954) is about the configuration, not the message.
+	if enhanced && len(we.Reply.Lines) > 0 {
+		e.Enhanced = enhancedRe.FindString(we.Reply.Lines[0])
+	}
 	e.Temporary = e.Code/100 != 5 || e.Code == codeAuthRequired
 	return e
 }

@@ -29,20 +29,21 @@ const maxNameID = 120
 // replaces an existing file) or, on file systems without hard links,
 // renamed after checking the name is free.
 type File struct {
-	dir string
-	mu  sync.Mutex // serialises the choice of names within the process
+	dir  string
+	opts options    // WithSigner
+	mu   sync.Mutex // serialises the choice of names within the process
 }
 
 // NewFile returns a file backend writing into dir, creating it (mode 0750)
 // when missing.
-func NewFile(dir string) (*File, error) {
+func NewFile(dir string, opts ...Option) (*File, error) {
 	if dir == "" {
 		return nil, errors.New("file backend: no directory given (EMAIL_FILE_PATH)")
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("file backend: %w", err)
 	}
-	return &File{dir: dir}, nil
+	return &File{dir: dir, opts: applyOptions(opts)}, nil
 }
 
 // Send writes m into a new file. A render failure is permanent; a file
@@ -53,6 +54,9 @@ func (f *File) Send(ctx context.Context, m *compose.Message) error {
 	}
 	data, err := renderBytes(m)
 	if err != nil {
+		return err
+	}
+	if data, err = signBytes(f.opts.signer, data); err != nil {
 		return err
 	}
 	if _, err := f.write(fileBase(m), data); err != nil {

@@ -96,12 +96,18 @@ func Render(m *compose.Message) (*mail.Msg, error) {
 		body += "\n"
 	}
 	msg.SetBodyString(mail.TypeTextPlain, body)
+	if m.HTML != "" {
+		// multipart/alternative: the text part first (the least preferred),
+		// then the HTML one, both quoted-printable.
+		msg.AddAlternativeString(mail.TypeTextHTML, m.HTML)
+	}
 	return msg, nil
 }
 
 // renderBytes returns m as full RFC 5322 text, CRLF line endings, as Render
-// builds it (what the console and file backends write), or a StepRender
-// *Error.
+// builds it with the header fields folded as mail software expects
+// (foldHeader), or a StepRender *Error. These are the bytes every backend
+// sends or writes, and that a Signer signs.
 func renderBytes(m *compose.Message) ([]byte, error) {
 	msg, err := Render(m)
 	if err != nil {
@@ -111,7 +117,75 @@ func renderBytes(m *compose.Message) ([]byte, error) {
 	if _, err := msg.WriteTo(&buf); err != nil {
 		return nil, &Error{Step: StepRender, Err: err}
 	}
-	return buf.Bytes(), nil
+	return foldHeader(buf.Bytes()), nil
+}
+
+// maxFoldedLine is the line length header folding aims for (RFC 5322
+// §2.1.1: 78 characters, CRLF excluded).
+const maxFoldedLine = 78
+
+// foldHeader rewrites the header section of raw, a message as go-mail
+// writes it, so that each field is folded the way RFC 5322 §2.2.3 and mail
+// software expect: a field that fits on one line of 78 characters is not
+// folded; a longer one is folded at spaces, the first line holding at
+// least the name and the first word of the value, never an empty value
+// (go-mail folds a long first word onto its own line, "Subject:\r\n
+// =?UTF-8?q?…", which Python's email reads back with a leading space). A
+// word longer than a line stays whole (a line may reach 998 octets).
+// Unfolding and refolding only moves CRLFs before existing spaces, so every
+// value means what it meant (adjacent encoded-words stay separated by
+// white space). The body, part headers included, is not touched.
+func foldHeader(raw []byte) []byte {
+	head, body, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !ok {
+		return raw
+	}
+	var fields []string
+	for _, line := range strings.Split(string(head), "\r\n") {
+		if len(fields) > 0 && line != "" && (line[0] == ' ' || line[0] == '\t') {
+			fields[len(fields)-1] += line // unfold: drop the CRLF, keep the WSP
+			continue
+		}
+		fields = append(fields, line)
+	}
+	out := make([]byte, 0, len(raw)+64)
+	for _, f := range fields {
+		out = appendFolded(out, f)
+	}
+	out = append(out, "\r\n"...)
+	return append(out, body...)
+}
+
+// appendFolded appends the unfolded field f ("Name: value") to b, folded.
+func appendFolded(b []byte, f string) []byte {
+	name, value, ok := strings.Cut(f, ":")
+	if !ok {
+		return append(append(b, f...), "\r\n"...)
+	}
+	value = strings.TrimLeft(value, " \t")
+	if len(name)+2+len(value) <= maxFoldedLine {
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = append(b, value...)
+		return append(b, "\r\n"...)
+	}
+	words := strings.Split(value, " ")
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, words[0]...)
+	n := len(name) + 2 + len(words[0])
+	for _, w := range words[1:] {
+		if w != "" && n+1+len(w) > maxFoldedLine {
+			b = append(b, "\r\n "...)
+			n = 1
+		} else {
+			b = append(b, ' ')
+			n++
+		}
+		b = append(b, w...)
+		n += len(w)
+	}
+	return append(b, "\r\n"...)
 }
 
 // mailbox formats a as an RFC 5322 mailbox. The address must be one bare

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	netmail "net/mail"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailrelay/mailrelay/compose"
+	"github.com/mailrelay/mailrelay/internal/smtpwire"
 )
 
 // Security says how the SMTP connection is protected. It is the one type
@@ -85,6 +87,46 @@ type SMTPConfig struct {
 	// literal, as NormalizeHeloName accepts it (MAILRELAY_EHLO_NAME); "" =
 	// DefaultHeloName, this host's fully qualified name.
 	HeloName string
+	// Pipelining says whether the mail transaction may be pipelined (RFC
+	// 2920, with BDAT when CHUNKING is offered) on a server that offers it
+	// (MAILRELAY_SMTP_PIPELINING); PipeliningAuto, the zero value, does.
+	Pipelining Pipelining
+	// Signer, when set, signs every message (DKIM) right after it is
+	// rendered; the signed bytes are what goes to the wire.
+	Signer Signer
+}
+
+// Pipelining is MAILRELAY_SMTP_PIPELINING: whether the SMTP backend
+// pipelines a server that offers PIPELINING.
+type Pipelining int
+
+// The pipelining settings.
+const (
+	PipeliningAuto Pipelining = iota // pipeline when the server offers PIPELINING; BDAT when it offers CHUNKING too
+	PipeliningOff                    // always one command, one reply (for a server that offers it and misbehaves)
+)
+
+// String returns "auto" or "off", the words of MAILRELAY_SMTP_PIPELINING.
+func (p Pipelining) String() string {
+	switch p {
+	case PipeliningAuto:
+		return "auto"
+	case PipeliningOff:
+		return "off"
+	}
+	return "Pipelining(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ParsePipelining reads MAILRELAY_SMTP_PIPELINING: "auto" or "off", in any
+// case.
+func ParsePipelining(v string) (Pipelining, bool) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto":
+		return PipeliningAuto, true
+	case "off":
+		return PipeliningOff, true
+	}
+	return 0, false
 }
 
 // SMTP is the SMTP backend (EMAIL_BACKEND=smtp). It keeps a pool of up to
@@ -97,11 +139,13 @@ type SMTPConfig struct {
 // Each connection is set up step by step with go-mail's smtp package
 // (connect, implicit TLS, greeting, EHLO, STARTTLS, AUTH), so a failure
 // names the step, the socket is always closed, and a cancelled context cuts
-// any step short; messages are then sent with go-mail's
-// Client.SendWithSMTPClient (without the NOOP before and the RSET after each
-// message: the first costs a round trip, the second is implied by the end of
-// DATA). A pooled connection the server closed meanwhile is detected at MAIL
-// FROM and replaced once, transparently.
+// any step short; messages then go over it with the smtpwire package:
+// pipelined (MAIL, RCPT, DATA as one group, or MAIL, RCPT, BDAT and the
+// content: one round trip a message) when the server offers PIPELINING,
+// one command at a time otherwise, with no NOOP before and no RSET after a
+// message. A pooled connection the server closed meanwhile is noticed
+// before anything is written to it, or at MAIL FROM, and replaced once,
+// transparently.
 type SMTP struct {
 	host        string
 	addr        string
@@ -113,7 +157,8 @@ type SMTP struct {
 	helo        string
 	timeout     time.Duration
 	idleTimeout time.Duration
-	mc          *mail.Client // sends over a connection; holds no connection itself
+	pipelining  Pipelining
+	signer      Signer // nil: messages go unsigned
 	log         *zap.Logger
 	secrets     []string // forms of the password that must never leave in an error
 
@@ -158,6 +203,9 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 	if port < 1 || port > 65535 {
 		problems = append(problems, fmt.Errorf("port %d is not between 1 and 65535 (EMAIL_PORT)", cfg.Port))
 	}
+	if cfg.Pipelining != PipeliningAuto && cfg.Pipelining != PipeliningOff {
+		problems = append(problems, fmt.Errorf("unknown pipelining mode %v (MAILRELAY_SMTP_PIPELINING)", cfg.Pipelining))
+	}
 	if cfg.Security < SecurityNone || cfg.Security > SecuritySSL {
 		problems = append(problems, fmt.Errorf("unknown security %v", cfg.Security))
 	}
@@ -199,17 +247,6 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 		return nil, fmt.Errorf("smtp backend: %w", errors.Join(problems...))
 	}
 
-	mc, err := mail.NewClient(host,
-		mail.WithPort(port),
-		mail.WithTimeout(timeout),
-		mail.WithHELO(helo),
-		mail.WithoutNoop(),
-		mail.WithoutRset(),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("smtp backend: %w", err)
-	}
-
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	s := &SMTP{
 		host:        host,
@@ -222,7 +259,8 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 		helo:        helo,
 		timeout:     timeout,
 		idleTimeout: idleTimeout,
-		mc:          mc,
+		pipelining:  cfg.Pipelining,
+		signer:      cfg.Signer,
 		log:         log.With(zap.String("smtp_addr", addr), zap.Stringer("smtp_security", cfg.Security)),
 		secrets:     secrets(cfg.Username, cfg.Password),
 		slots:       make(chan struct{}, poolSize),
@@ -240,10 +278,21 @@ func NewSMTP(cfg SMTPConfig, log *zap.Logger) (*SMTP, error) {
 // SMTPUTF8 in its EHLO reply (with the SMTPUTF8 parameter on MAIL FROM);
 // otherwise Send fails at once, permanently, at StepMail with an error
 // wrapping ErrNoSMTPUTF8, and sends nothing.
+//
+// The transaction goes pipelined when the server offers PIPELINING (and
+// Pipelining is not PipeliningOff), with the content in one BDAT chunk when
+// it offers CHUNKING too; see the smtpwire package.
 func (s *SMTP) Send(ctx context.Context, m *compose.Message) error {
-	msg, err := Render(m)
+	raw, err := renderBytes(m) // the rendered message: what goes to the wire, byte for byte
+	if err != nil {
+		return err
+	}
+	env, err := envelope(m)
 	if err != nil {
 		return &Error{Step: StepRender, Err: err}
+	}
+	if raw, err = signBytes(s.signer, raw); err != nil { // DKIM (sign.go)
+		return err
 	}
 	utf8Err := smtputf8Needed(m.From.Email, m.To.Email) // nil: any server takes the addresses
 	if e := s.acquire(ctx); e != nil {
@@ -256,15 +305,13 @@ func (s *SMTP) Send(ctx context.Context, m *compose.Message) error {
 		if e != nil {
 			return s.fail(ctx, e)
 		}
-		if utf8Err != nil {
+		if utf8Err != nil && !c.utf8 {
 			// Decided per connection, from the EHLO reply of this session.
-			if ok, _ := c.client.Extension("SMTPUTF8"); !ok {
-				s.put(c) // nothing was sent over it
-				return &Error{Step: StepMail, Err: utf8Err}
-			}
+			s.put(c) // nothing was sent over it
+			return &Error{Step: StepMail, Err: utf8Err}
 		}
 		reused := !c.lastUsed.IsZero() // it waited in the pool: the server may have closed it
-		e = s.deliver(ctx, c, msg)
+		e = s.deliver(ctx, c, env, raw)
 		if e == nil {
 			return nil
 		}
@@ -330,7 +377,13 @@ func (s *SMTP) get(ctx context.Context, fresh bool) (*conn, *Error) {
 		s.idle = s.idle[:n-1]
 		s.mu.Unlock()
 		if time.Since(c.lastUsed) <= s.idleTimeout {
-			return c, nil
+			if !c.closedByPeer() {
+				return c, nil
+			}
+			// The server closed it, or said 421, while it was idle: a new
+			// one, before anything is written to this one.
+			s.discard(c)
+			return s.dial(ctx)
 		}
 		// Expired before the janitor came by; older ones are its business.
 		s.closeConn(c, "idle")
@@ -353,30 +406,56 @@ func (s *SMTP) put(c *conn) {
 	s.mu.Unlock()
 }
 
-// deliver sends msg over c and puts c back in the pool, or drops it after
-// any error. A failure after the server accepted the message counts as
-// success.
-func (s *SMTP) deliver(ctx context.Context, c *conn, msg *mail.Msg) *Error {
+// deliver sends raw, the rendered message, over c with the envelope env,
+// and puts c back in the pool, or closes it after any failure (politely
+// when the failed transaction left the session clean). This is where the
+// message's bytes go to the wire.
+func (s *SMTP) deliver(ctx context.Context, c *conn, env smtpwire.Envelope, raw []byte) *Error {
+	env.MailParams = c.params
+	_ = c.raw.SetDeadline(time.Now().Add(s.timeout))
 	stop := context.AfterFunc(ctx, c.abort)
-	err := s.mc.SendWithSMTPClient(c.client, msg)
+	err := smtpwire.Send(c.client.Text.R, c.client.Text.W, c.mode, env, raw)
 	aborted := !stop()
 
-	healthy := err == nil && !aborted
-	if err != nil && msg.IsDelivered() {
-		s.log.Debug("message accepted, error after it ignored",
-			zap.Uint64("smtp_conn", c.id), zap.Error(s.redact(err)))
-		err = nil
-	}
-	if healthy {
+	if err == nil && !aborted {
 		c.uses++
 		s.put(c)
+		return nil
+	}
+	if err == nil {
+		// Accepted just as ctx ended: the mail is out, the connection is not.
+		s.discard(c)
+		return nil
+	}
+	var we *smtpwire.Error
+	if errors.As(err, &we) && we.Clean && !aborted {
+		s.closeConn(c, "transaction failed")
 	} else {
 		s.discard(c)
 	}
+	return wireError(err, c.enhanced)
+}
+
+// envelope returns m's envelope as it goes on the wire, as go-mail wrote
+// it: each address with its domain as an A-label, in angle brackets.
+func envelope(m *compose.Message) (smtpwire.Envelope, error) {
+	from, err := envelopeAddress(m.From.Email)
 	if err != nil {
-		return sendError(err)
+		return smtpwire.Envelope{}, fmt.Errorf("envelope sender: %w", err)
 	}
-	return nil
+	to, err := envelopeAddress(m.To.Email)
+	if err != nil {
+		return smtpwire.Envelope{}, fmt.Errorf("envelope recipient: %w", err)
+	}
+	return smtpwire.Envelope{From: from, To: []string{to}}, nil
+}
+
+func envelopeAddress(email string) (string, error) {
+	addr, err := ASCIIAddress(email)
+	if err != nil {
+		return "", err
+	}
+	return (&netmail.Address{Address: addr}).String(), nil
 }
 
 // fail finishes an *Error for the caller: context attribution and
