@@ -115,7 +115,7 @@ var (
 	// mode is on (contract §9.6).
 	statusKeys = []string{"mode", "configured", "host", "port", "security", "from", "frontend_base_url", "list_unsubscribe",
 		"unsubscribe", "public_url", "public_listener"}
-	liveKeys   = []string{"pending", "ack_pending", "redelivered", "last_send"}
+	liveKeys = []string{"pending", "ack_pending", "redelivered", "last_send"}
 )
 
 // TestStatusEndpoint: GET /v1/status/email answers 403 when no admin token
