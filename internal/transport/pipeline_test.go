@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,4 +419,56 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestOneMailPerConnectionInFlight pins what the consumer's duplicate bound
+// rests on at the wire: a connection carries one mail at a time. With
+// PIPELINING and CHUNKING offered, each mail's group (MAIL, RCPT, BDAT LAST
+// and the content) is sent, and then nothing more goes over that connection
+// until the mail's final reply; so with PoolSize K, at most K mails are sent
+// and unanswered. RFC 2920 section 3.1 would allow the next mail's group to
+// follow the previous content at once; docs/operations.md ("Pipelining to
+// the SMTP server") says why the relay does not.
+func TestOneMailPerConnectionInFlight(t *testing.T) {
+	const poolSize, mails = 2, 6
+	srv := startScript(t, chunking, func(_ int, c *scriptConn) {
+		for {
+			l := c.line()
+			switch {
+			case l == "" || l == "QUIT":
+				if l == "QUIT" {
+					c.reply("221 2.0.0 bye")
+				}
+				return
+			case strings.HasPrefix(l, "MAIL"):
+				g := append([]string{l}, c.group(2)...)
+				if len(g) != 3 {
+					return
+				}
+				c.chunk(bdatSize(c.t, g[2]))
+				if !c.quiet() {
+					c.t.Errorf("script: the client sent more on this connection before the mail's replies")
+				}
+				c.reply("250 2.1.0 ok", "250 2.1.5 ok", "250 2.0.0 queued")
+			default:
+				c.t.Errorf("script: client sent %q, want MAIL FROM", l)
+				return
+			}
+		}
+	})
+	cfg := srv.config()
+	cfg.PoolSize = poolSize
+	s := newSMTP(t, cfg, nil)
+	var wg sync.WaitGroup
+	for range mails {
+		wg.Go(func() {
+			if err := s.Send(context.Background(), testMessage()); err != nil {
+				t.Errorf("Send: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := srv.connections(); got > poolSize {
+		t.Errorf("server saw %d connections, want at most %d", got, poolSize)
+	}
 }
