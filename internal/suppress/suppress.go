@@ -74,15 +74,20 @@ type set struct {
 // New wraps an opened notify_suppressed bucket.
 func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
 
-// Suppressed reports whether mail to address is suppressed. Without a
-// healthy watch it reads the bucket; only that read fails.
+// Suppressed reports whether mail to address is suppressed. "Not
+// suppressed", the common answer, comes from memory while the watch is
+// healthy; "suppressed" is confirmed by a read of the bucket, so that an
+// address just removed never misses a mail while the removal travels down
+// the watch. Only that read fails.
 func (s *Store) Suppressed(ctx context.Context, address string) (bool, error) {
 	key := Key(address)
 	if v := s.live.Load(); v != nil {
 		v.mu.RLock()
 		_, ok := v.keys[key]
 		v.mu.RUnlock()
-		return ok, nil
+		if !ok {
+			return false, nil
+		}
 	}
 	_, err := s.kv.Get(ctx, key)
 	switch {
