@@ -500,6 +500,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	password := "smtp-pw-" + randomMarker()
 	wrongPassword := "smtp-wrong-" + randomMarker()
 	token := "admin-token-" + randomMarker()
+	unsubKey := "unsub-key-" + randomMarker() + "-0123456789abcdef0123456789abcdef"
 	mp := startMailpit(t, mailpitOptions{Username: smtpUser, Password: password})
 
 	env := ns.relayEnv()
@@ -509,6 +510,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"MAILRELAY_ADMIN_TOKEN": token, "DEFAULT_FROM_EMAIL": "notify@example.com",
 		"FRONTEND_BASE_URL": "https://app.example.com", "MAILRELAY_RETRY_DELAYS": "100ms",
 		"MAILRELAY_LOG_LEVEL": "debug",
+		// One-click on: the key signs every mail's token and never shows.
+		"MAILRELAY_UNSUBSCRIBE_KEYS": unsubKey, "MAILRELAY_PUBLIC_URL": "https://relay.example.com",
 	} {
 		env[k] = v
 	}
@@ -615,6 +618,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"EMAIL_HOST_PASSWORD (the wrong)": secretForms(smtpUser, wrongPassword),
 		"MAILRELAY_ADMIN_TOKEN":           secretForms("", token),
 		"NATS_PASSWORD":                   secretForms(confRelayUser, ns.relayPassword),
+		"MAILRELAY_UNSUBSCRIBE_KEYS":      secretForms("", unsubKey),
 	}
 	total := 0
 	for _, p := range tr.parts {
