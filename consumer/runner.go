@@ -308,8 +308,9 @@ func (s *stages) finish(j *job, d Decision, done func()) {
 }
 
 // shutdownTimer is the shutdown timeout: started once (at the stop, or
-// when consuming ends for another reason), it closes expired and cancels
-// the work when it runs out.
+// when consuming ends for another reason), it cancels the work and then
+// closes expired when it runs out (so whoever sees expired sees the work
+// cancelled).
 type shutdownTimer struct {
 	d       time.Duration
 	t       *time.Timer
@@ -319,7 +320,7 @@ type shutdownTimer struct {
 
 func newShutdownTimer(d time.Duration, cancel func()) *shutdownTimer {
 	st := &shutdownTimer{d: d, expired: make(chan struct{})}
-	st.t = time.AfterFunc(d, func() { close(st.expired); cancel() })
+	st.t = time.AfterFunc(d, func() { cancel(); close(st.expired) })
 	st.t.Stop()
 	return st
 }
