@@ -50,7 +50,7 @@ demo: build
 test: tools build
 	$(GO) vet ./...
 	@{ python3 -c 'import jsonschema' || /usr/bin/python3 -c 'import jsonschema'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-jsonschema; }
-	@{ python3 -c 'import dkim, nacl' || /usr/bin/python3 -c 'import dkim, nacl'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-dkim; }
+	@{ python3 -c 'import dkim, nacl' || /usr/bin/python3 -c 'import dkim, nacl'; } 2>/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq python3-dkim python3-nacl; }
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@# Postfix for TestPostfix (a local instance the test starts itself); the system service stays unconfigured.
 	@command -v postfix >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1 || echo "postfix could not be installed: TestPostfix skips"; }
