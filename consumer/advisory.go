@@ -37,13 +37,14 @@ type Advisories struct {
 	now      func() time.Time
 	log      *zap.Logger
 	obs      Observer
+	healer   Healer
 }
 
 // NewAdvisories returns the advisory processor. It shares the handler's
 // ledger, clock, logger and observer.
 func NewAdvisories(cons jetstream.Consumer, stream StreamGetter, h *Handler) *Advisories {
 	return &Advisories{cons: cons, stream: stream, ledger: h.ledger, maxBytes: h.cfg.MaxEventBytes,
-		now: h.now, log: h.log, obs: h.obs}
+		now: h.now, log: h.log, obs: h.obs, healer: h.healer}
 }
 
 // Run processes advisories until ctx ends.
@@ -55,26 +56,19 @@ func (a *Advisories) Run(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	pe := pullErrors{name: "advisory consumer", log: a.log, healer: a.healer}
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("advisory consumer stopped: %w", err)
-			}
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return fmt.Errorf("advisory consumer gone: %w", err)
-			}
-			a.log.Warn("advisory pull failed", zap.Error(err))
-			select {
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return nil
-			case <-time.After(100 * time.Millisecond):
+			}
+			if err := pe.failed(ctx, it, err); err != nil {
+				return err
 			}
 			continue
 		}
+		pe.ok()
 		if err := a.Handle(ctx, msg.Data()); err != nil {
 			a.log.Warn("advisory not handled, will retry", zap.Error(err))
 			_ = msg.NakWithDelay(time.Second)

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -111,7 +110,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // and the drained iterator is empty, the iterator failed for good, or the
 // shutdown timeout ran out.
 func (r *Runner) pull(ctx context.Context, it jetstream.MessagesContext, s *stages, timeout *shutdownTimer) error {
-	failures := 0 // in a row: the first is logged, the rest only at debug level
+	pe := pullErrors{name: "consumer", log: r.log, healer: r.h.healer}
 	for {
 		// Take a slot before the next delivery: the iterator is read only
 		// when there is room for what it gives.
@@ -129,36 +128,15 @@ func (r *Runner) pull(ctx context.Context, it jetstream.MessagesContext, s *stag
 		}
 		if err != nil {
 			s.releaseSlot()
-			switch {
-			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-				if ctx.Err() == nil {
-					return fmt.Errorf("consumer stopped: %w", err)
-				}
-				return nil
-			case ctx.Err() != nil:
-				return nil // stopping, and nothing more to finish
+			if ctx.Err() != nil {
+				return nil // stopping, and nothing more to finish (or the drained iterator closed)
 			}
-			if failures == 0 {
-				r.log.Warn("pull failed", zap.Error(err))
-			} else {
-				r.log.Debug("pull failed again", zap.Error(err), zap.Int("failures", failures+1))
-			}
-			failures++
-			r.h.healer.Trouble(err) // the consumer may be gone with a server that came back empty
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				it.Stop()
-				return fmt.Errorf("consumer gone: %w", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
+			if err := pe.failed(ctx, it, err); err != nil {
+				return err
 			}
 			continue
 		}
-		if failures > 0 {
-			r.log.Info("pull recovered", zap.Int("failures", failures))
-			failures = 0
-		}
+		pe.ok()
 		if !s.add(msg, timeout.expired) {
 			s.releaseSlot()
 			_ = msg.Nak()
