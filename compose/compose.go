@@ -154,7 +154,7 @@ func (t *langTemplates) compose(ev *event.Event, s *settings, now time.Time, o O
 	if s.html {
 		data.Subject = subject
 		buf.b = buf.b[:0]
-		if err := t.executeHTML(buf, data); err != nil {
+		if err := t.execute(t.html, buf, data); err != nil {
 			return nil, err
 		}
 		html = string(buf.b)
@@ -275,9 +275,15 @@ func newTemplateData(ev *event.Event, s *settings, t *langTemplates, now time.Ti
 	return d
 }
 
+// executor is a text/template or html/template template.
+type executor interface {
+	Name() string
+	Execute(w io.Writer, data any) error
+}
+
 // execute runs tp into w, turning an error or a panic into a
 // *TemplateError.
-func (t *langTemplates) execute(tp *template.Template, w io.Writer, data *TemplateData) (err error) {
+func (t *langTemplates) execute(tp executor, w io.Writer, data *TemplateData) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &TemplateError{File: t.file(tp.Name()), Err: fmt.Errorf("panic: %v", r)}
@@ -285,19 +291,6 @@ func (t *langTemplates) execute(tp *template.Template, w io.Writer, data *Templa
 	}()
 	if err := tp.Execute(w, data); err != nil {
 		return templateError(t.files, tp.Name(), err)
-	}
-	return nil
-}
-
-// executeHTML runs the HTML template into w, as execute does.
-func (t *langTemplates) executeHTML(w io.Writer, data *TemplateData) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &TemplateError{File: t.file(HTMLTemplate), Err: fmt.Errorf("panic: %v", r)}
-		}
-	}()
-	if err := t.html.Execute(w, data); err != nil {
-		return templateError(t.files, HTMLTemplate, err)
 	}
 	return nil
 }

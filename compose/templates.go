@@ -512,7 +512,7 @@ func linkify(text string) htmltemplate.HTML {
 				b.WriteString(htmltemplate.HTMLEscapeString(w))
 				continue
 			}
-			lead := w[:len(w)-len(strings.TrimLeft(w, "(<[\"'«“‘"))]
+			lead := w[:len(w)-len(strings.TrimLeft(w, urlOpeners))]
 			u := w[len(lead):]
 			trail := ""
 			for u != "" {

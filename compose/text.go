@@ -100,11 +100,14 @@ func wrap(b *strings.Builder, text string, width int, first, cont string) {
 	}
 }
 
+// urlOpeners is the opening punctuation that may come before a URL word.
+const urlOpeners = "(<[\"'«“‘"
+
 // isURLWord reports whether word (no spaces) is a web address, possibly
 // wrapped in opening punctuation ("(", "<", quotes) and followed by closing
 // punctuation: such a word is never broken across lines.
 func isURLWord(word string) bool {
-	w := strings.TrimLeft(word, "(<[\"'«“‘")
+	w := strings.TrimLeft(word, urlOpeners)
 	return len(w) > len("https://") && (hasPrefixFold(w, "https://") || hasPrefixFold(w, "http://"))
 }
 

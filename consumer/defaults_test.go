@@ -16,7 +16,7 @@ func TestDefaultsMatchConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := withDefaults(Policy{})
+	c := Policy{}.WithDefaults()
 	if !slices.Equal(c.RetryDelays, cfg.Relay.RetryDelays) {
 		t.Errorf("RetryDelays %v, MAILRELAY_RETRY_DELAYS default %v", c.RetryDelays, cfg.Relay.RetryDelays)
 	}

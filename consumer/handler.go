@@ -120,21 +120,6 @@ type Config struct {
 	Configured bool
 }
 
-// withDefaults fills the zero fields of the policy.
-func withDefaults(p Policy) Policy {
-	d := policy.Default()
-	if len(p.RetryDelays) == 0 {
-		p.RetryDelays = d.RetryDelays
-	}
-	for _, f := range []struct{ v, def *time.Duration }{{&p.AckWait, &d.AckWait}, {&p.SlowDownBudget, &d.SlowDownBudget},
-		{&p.SlowDownMin, &d.SlowDownMin}, {&p.SlowDownMax, &d.SlowDownMax}, {&p.LedgerRetryDelay, &d.LedgerRetryDelay}} {
-		if *f.v <= 0 {
-			*f.v = *f.def
-		}
-	}
-	return p
-}
-
 // Handler decides what becomes of each delivery and does its claim and
 // send. It is safe for concurrent use.
 type Handler struct {
@@ -211,7 +196,7 @@ func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t
 
 // NewHandler returns a Handler. sender may be nil when cfg.Configured is false.
 func NewHandler(cfg Config, sender Sender, prefs Prefs, ledger Ledger, compose ComposeFunc, opts ...Option) *Handler {
-	cfg.Policy = withDefaults(cfg.Policy)
+	cfg.Policy = cfg.Policy.WithDefaults()
 	h := &Handler{cfg: cfg, policy: cfg.Policy, sender: sender, prefs: prefs, ledger: ledger, compose: compose,
 		now: time.Now, log: zap.NewNop(), obs: nopObserver{}, healer: nopHealer{}, supp: noSuppressions{}}
 	for _, o := range opts {

@@ -16,8 +16,8 @@ import (
 type stopIter struct{ stopped bool }
 
 func (*stopIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) { return nil, errors.New("unused") }
-func (s *stopIter) Stop()                                         { s.stopped = true }
-func (s *stopIter) Drain()                                        {}
+func (s *stopIter) Stop()                                          { s.stopped = true }
+func (s *stopIter) Drain()                                         {}
 
 type countHealer struct{ troubles int }
 

@@ -105,15 +105,8 @@ func failure(err error) string {
 		return ""
 	}
 	text := err.Error()
-	var te *transport.Error
-	if errors.As(err, &te) && te.Code != 0 {
-		code := strconv.Itoa(te.Code)
-		if te.Enhanced != "" {
-			code += " " + te.Enhanced
-		}
-		if !strings.Contains(text, code) {
-			text = code + " " + text
-		}
+	if code := replyCode(err); code != "" && !strings.Contains(text, code) {
+		text = code + " " + text
 	}
 	return text
 }

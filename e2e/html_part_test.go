@@ -5,7 +5,6 @@ import (
 	"context"
 	"net/smtp"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,28 +101,12 @@ func TestHTMLPartMailpit(t *testing.T) {
 	}
 }
 
-// chromium returns the path of the Chromium binary, or skips (fails when
-// CI is set).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium not found (CI is set, so this fails): apt-get install chromium")
-	}
-	t.Skip("chromium not found")
-	return ""
-}
-
 // TestHTMLPartChromium renders the HTML part in headless Chromium, light
 // and dark, at a narrow width, and keeps screenshots as test artefacts in
 // e2e/testdata/tmp (git-ignored). Nothing is fetched: the page is loaded
 // from a file and has no remote content.
 func TestHTMLPartChromium(t *testing.T) {
-	bin := chromium(t)
+	bin := chromiumPath(t)
 	out := filepath.Join("testdata", "tmp")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)

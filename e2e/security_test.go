@@ -160,6 +160,39 @@ func (v *violations) wait(t testing.TB, op, subject string) {
 	})
 }
 
+// refusePublish sends a request on each subject over nc and waits until
+// the server has reported a publish permissions violation for it.
+func (v *violations) refusePublish(t testing.TB, nc *nats.Conn, subjects ...string) {
+	t.Helper()
+	inbox := nc.NewRespInbox()
+	for _, subj := range subjects {
+		if err := nc.PublishRequest(subj, inbox, []byte(`{"batch":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, "Publish", subj)
+	}
+}
+
+// refuseSubscribe subscribes to each subject over nc (as who) and checks
+// that the subscription fails with a permissions violation the server
+// also reported.
+func (v *violations) refuseSubscribe(t testing.TB, nc *nats.Conn, who string, subjects ...string) {
+	t.Helper()
+	for _, subj := range subjects {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("subscribe %s as %s: %v, want a permissions violation", subj, who, err)
+		}
+		v.wait(t, "Subscription", subj)
+	}
+}
+
 // connectAs connects to url as user and returns the connection, a JetStream
 // context and the recorder of its permission errors.
 func connectAs(t testing.TB, url, user, password string) (*nats.Conn, jetstream.JetStream, *violations) {
@@ -371,8 +404,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	// ... and so does every lower-level way in: direct gets of the buckets,
 	// pulling from the consumer, a consumer of its own, writing a
 	// preference, deleting the stream.
-	inbox := pubNC.NewRespInbox()
-	for _, subj := range []string{
+	pubV.refusePublish(t, pubNC,
 		"$JS.API.DIRECT.GET.KV_notify_prefs.$KV.notify_prefs.u42",
 		"$JS.API.DIRECT.GET.KV_notify_email_state.$KV.notify_email_state.perm-1",
 		"$JS.API.STREAM.MSG.GET.KV_notify_prefs",
@@ -380,27 +412,10 @@ func TestNATSConfPermissions(t *testing.T) {
 		"$JS.API.CONSUMER.CREATE.NOTIFY",
 		"$KV.notify_prefs.u42",
 		"$JS.API.STREAM.DELETE.NOTIFY",
-	} {
-		if err := pubNC.PublishRequest(subj, inbox, []byte(`{"batch":1}`)); err != nil {
-			t.Fatal(err)
-		}
-		if err := pubNC.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		pubV.wait(t, "Publish", subj)
-	}
+	)
 	// Core subscriptions to the notifications or the buckets are refused
 	// too, and so is listening in on the relay's replies (its inbox prefix).
-	for _, subj := range []string{"notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>", "_INBOX_mailrelay.>"} {
-		sub, err := pubNC.SubscribeSync(subj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sub.NextMsg(5 * time.Second); !errors.Is(err, nats.ErrPermissionViolation) {
-			t.Errorf("subscribe %s as the publisher: %v, want a permissions violation", subj, err)
-		}
-		pubV.wait(t, "Subscription", subj)
-	}
+	pubV.refuseSubscribe(t, pubNC, "the publisher", "notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>", "_INBOX_mailrelay.>")
 
 	// The relay's identity is not an admin either.
 	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)

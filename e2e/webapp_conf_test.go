@@ -259,8 +259,7 @@ func TestNATSConfWebApp(t *testing.T) {
 
 	// Lower-level ways in: pulling from the relay's consumer, stream
 	// admin, writing the ledger, raw reads of other buckets.
-	inbox := webNC.NewRespInbox()
-	for _, subj := range []string{
+	webV.refusePublish(t, webNC,
 		"$JS.API.CONSUMER.MSG.NEXT.NOTIFY.mailrelay",
 		"$JS.ACK.NOTIFY.mailrelay.1.1.1.1.1",
 		"$JS.API.CONSUMER.DELETE.NOTIFY.mailrelay",
@@ -277,27 +276,10 @@ func TestNATSConfWebApp(t *testing.T) {
 		"$KV.notify_suppressed.x",
 		"$JS.API.STREAM.LIST",
 		"$JS.API.ACCOUNT.PURGE.$G",
-	} {
-		if err := webNC.PublishRequest(subj, inbox, []byte(`{"batch":1}`)); err != nil {
-			t.Fatal(err)
-		}
-		if err := webNC.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		webV.wait(t, "Publish", subj)
-	}
+	)
 	// Listening in: the relay's replies, the publishers' replies, the
 	// notifications and the buckets' raw subjects.
-	for _, subj := range []string{"_INBOX_mailrelay.>", "_INBOX.>", "notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>", ">"} {
-		sub, err := webNC.SubscribeSync(subj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sub.NextMsg(5 * time.Second); !errors.Is(err, nats.ErrPermissionViolation) {
-			t.Errorf("subscribe %s as the web app: %v, want a permissions violation", subj, err)
-		}
-		webV.wait(t, "Subscription", subj)
-	}
+	webV.refuseSubscribe(t, webNC, "the web app", "_INBOX_mailrelay.>", "_INBOX.>", "notify.>", "$KV.notify_prefs.>", "$KV.notify_email_state.>", ">")
 	// A web app connected with the default inbox prefix is told at once.
 	defNC, err := nats.Connect(ns.URL(), nats.Name("e2e-default-inbox"), nats.UserInfo(confWebAppUser, ns.webAppPassword),
 		nats.PermissionErrOnSubscribe(true))

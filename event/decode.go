@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,9 @@ func parse(data []byte, ps *Problems) (*value, error) {
 		// haveKey says key is set (a key may be "").
 		haveKey bool
 		n       int // array elements so far
+		// seen holds the keys of a large object, so that finding a key
+		// given twice stays linear; nil while a scan of members is cheap.
+		seen map[string]bool
 	}
 	var (
 		root  *value
@@ -89,14 +93,25 @@ func parse(data []byte, ps *Problems) (*value, error) {
 			return p
 		}
 		p := join(f.path, f.key)
-		for _, m := range f.v.members {
-			if m.key == f.key {
-				if f.v.dup == nil {
-					f.v.dup = map[string]bool{}
-				}
-				f.v.dup[f.key] = true
-				ps.add(p, "is given twice: keys must be unique")
+		if f.seen == nil && len(f.v.members) >= 16 {
+			f.seen = make(map[string]bool, 2*len(f.v.members))
+			for _, m := range f.v.members {
+				f.seen[m.key] = true
 			}
+		}
+		var given bool
+		if f.seen != nil {
+			given = f.seen[f.key]
+			f.seen[f.key] = true
+		} else {
+			given = slices.ContainsFunc(f.v.members, func(m member) bool { return m.key == f.key })
+		}
+		if given {
+			if f.v.dup == nil {
+				f.v.dup = map[string]bool{}
+			}
+			f.v.dup[f.key] = true
+			ps.add(p, "is given twice: keys must be unique")
 		}
 		f.v.members = append(f.v.members, member{key: f.key, val: v})
 		f.key, f.haveKey = "", false

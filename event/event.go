@@ -382,9 +382,14 @@ func HasVisible(s string) bool {
 }
 
 func invisible(r rune) bool {
-	return r == '\u2800' || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zs, unicode.Zl, unicode.Zp,
-		unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+	return r == brailleBlank || unicode.In(r, invisibleTables...)
 }
+
+// brailleBlank and invisibleTables are the code points invisible() reports.
+const brailleBlank = '\u2800'
+
+var invisibleTables = []*unicode.RangeTable{unicode.Cc, unicode.Cf, unicode.Zs, unicode.Zl, unicode.Zp,
+	unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point}
 
 // requiredText is the message of a required text that is empty or has no
 // visible character; suffix follows "is required" (e.g. " for mention").

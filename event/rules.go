@@ -2,6 +2,7 @@ package event
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -92,12 +93,26 @@ var VisiblePattern = func() string {
 }()
 
 // invisibleRanges lists the code points invisible() reports, as ranges.
+// It walks the members of invisibleTables rather than every code point,
+// which would cost tens of milliseconds at every program's start.
 func invisibleRanges() [][2]rune {
-	var rs [][2]rune
-	for r := rune(0); r <= unicode.MaxRune; r++ {
-		if !invisible(r) {
-			continue
+	points := []rune{brailleBlank}
+	for _, t := range invisibleTables {
+		for _, r16 := range t.R16 {
+			for r := rune(r16.Lo); r <= rune(r16.Hi); r += rune(r16.Stride) {
+				points = append(points, r)
+			}
 		}
+		for _, r32 := range t.R32 {
+			for r := rune(r32.Lo); r <= rune(r32.Hi); r += rune(r32.Stride) {
+				points = append(points, r)
+			}
+		}
+	}
+	slices.Sort(points)
+	points = slices.Compact(points)
+	var rs [][2]rune
+	for _, r := range points {
 		if n := len(rs); n > 0 && rs[n-1][1] == r-1 {
 			rs[n-1][1] = r
 		} else {

@@ -131,16 +131,15 @@ func (v value) email(t event.Type) Answer {
 // matches Prefs' field; null, for "email" or for one of its entries, means
 // the same as absent (off, no problem).
 func parse(user string, b []byte) value {
-	name := fmt.Sprintf("notify_prefs[%q]", user)
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil || top == nil {
 		if !json.Valid(b) {
-			return value{problem: name + " is not valid JSON"}
+			return value{problem: where(user) + " is not valid JSON"}
 		}
-		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", name, describe(b))}
+		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", where(user), describe(b))}
 	}
 	tz := zone(top["time_zone"])
-	v := parseEmail(name, top)
+	v := parseEmail(user, top)
 	v.tz = tz
 	return v
 }
@@ -165,27 +164,31 @@ func zone(raw json.RawMessage) *time.Location {
 // zones caches loaded locations: preferences are read at every notification.
 var zones sync.Map
 
-// parseEmail reads the "email" object of a stored object.
-func parseEmail(name string, top map[string]json.RawMessage) value {
+// where names user's value in a problem text; built only for a problem, as
+// preferences are read at every notification.
+func where(user string) string { return fmt.Sprintf("notify_prefs[%q]", user) }
+
+// parseEmail reads the "email" object of user's stored object.
+func parseEmail(user string, top map[string]json.RawMessage) value {
 	// Keys are exact: encoding/json would take "Email" or "EMAIL" for
 	// "email", and another reader of the bucket would not.
 	email, ok := top["email"]
 	for k := range top {
 		if k != "email" && strings.EqualFold(k, "email") {
-			return value{problem: fmt.Sprintf("%s has the key %s; the key is \"email\" (exact case)", name, strconv.QuoteToASCII(k))}
+			return value{problem: fmt.Sprintf("%s has the key %s; the key is \"email\" (exact case)", where(user), strconv.QuoteToASCII(k))}
 		}
 	}
 	if !ok && hasOther(top) {
 		// A flat shape ({"task.comment": true}) or another mistake: off,
 		// and said, rather than silently off.
-		return value{problem: fmt.Sprintf("%s has no \"email\" object (its keys: %s)", name, keyList(top))}
+		return value{problem: fmt.Sprintf("%s has no \"email\" object (its keys: %s)", where(user), keyList(top))}
 	}
 	if len(email) == 0 || string(email) == "null" {
 		return value{}
 	}
 	var entries map[event.Type]json.RawMessage
 	if err := json.Unmarshal(email, &entries); err != nil || entries == nil {
-		return value{problem: fmt.Sprintf("%s.email is %s, not an object", name, describe(email))}
+		return value{problem: fmt.Sprintf("%s.email is %s, not an object", where(user), describe(email))}
 	}
 	v := value{prefs: Prefs{Email: make(map[event.Type]bool, len(entries))}}
 	for t, r := range entries {
@@ -198,7 +201,7 @@ func parseEmail(name string, top map[string]json.RawMessage) value {
 			if v.broken == nil {
 				v.broken = map[event.Type]string{}
 			}
-			v.broken[t] = fmt.Sprintf("%s.email[%s] is %s, not a boolean", name, strconv.QuoteToASCII(string(t)), describe(r))
+			v.broken[t] = fmt.Sprintf("%s.email[%s] is %s, not a boolean", where(user), strconv.QuoteToASCII(string(t)), describe(r))
 		}
 	}
 	return v

@@ -91,13 +91,13 @@ func (a *app) connectWithin(ctx context.Context, timeout time.Duration) (*nats.C
 			return nc, nil
 		}
 		if authRefused(err) {
-			return nil, fmt.Errorf("NATS at %s: %w", redactURLs(a.cfg.NATS.Servers()), err)
+			return nil, fmt.Errorf("NATS at %s: %w", a.cfg.NATS.Redacted(), err)
 		}
 		a.log.Debug("NATS not reachable yet, retrying", zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("no NATS server reachable at %s within %v: %w%s",
-				redactURLs(a.cfg.NATS.Servers()), timeout, err, dialCauses(a.cfg.NATS.Servers()))
+				a.cfg.NATS.Redacted(), timeout, err, dialCauses(a.cfg.NATS.Servers()))
 		case <-time.After(reconnectPause):
 		}
 	}
@@ -156,23 +156,6 @@ func hostPort(s string) string {
 		port = "4222"
 	}
 	return net.JoinHostPort(u.Hostname(), port)
-}
-
-// redactURLs joins the server URLs with any user info (a user and
-// password, or a token) replaced by "[redacted]".
-func redactURLs(servers []string) string {
-	out := make([]string, len(servers))
-	for i, s := range servers {
-		out[i] = s
-		if at := strings.LastIndex(s, "@"); at >= 0 {
-			if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
-				out[i] = s[:scheme+3] + "[redacted]@" + s[at+1:]
-			} else {
-				out[i] = "[redacted]@" + s[at+1:]
-			}
-		}
-	}
-	return strings.Join(out, ",")
 }
 
 // provisionError adds what to do to the common failures.

@@ -25,16 +25,16 @@ func (c *Config) DKIMSigningDomain() string {
 // MAILRELAY_DKIM_KEY_FILE is unset. Its error names the variable at fault,
 // never the key.
 func (c *Config) DKIMSigner() (transport.Signer, error) {
-	s, err := c.dkimSigner()
+	s, err := c.DKIMKeySigner()
 	if s == nil || err != nil {
 		return nil, err // never a typed nil in the interface
 	}
 	return s, nil
 }
 
-// dkimSigner is DKIMSigner with the concrete type (doctor compares its
-// public key with DNS).
-func (c *Config) dkimSigner() (*dkim.Signer, error) {
+// DKIMKeySigner is DKIMSigner with the concrete type, for mailrelay doctor:
+// it compares the public key with the one published in DNS.
+func (c *Config) DKIMKeySigner() (*dkim.Signer, error) {
 	m := c.Message
 	if m.DKIMKeyFile == "" {
 		return nil, nil
@@ -52,10 +52,6 @@ func (c *Config) dkimSigner() (*dkim.Signer, error) {
 	}
 	return s, nil
 }
-
-// DKIMKeySigner is DKIMSigner with the concrete type, for mailrelay doctor:
-// it compares the public key with the one published in DNS.
-func (c *Config) DKIMKeySigner() (*dkim.Signer, error) { return c.dkimSigner() }
 
 // checkDKIM checks the DKIM variables: a key that cannot be read or used, a
 // missing or malformed selector, a malformed domain, or a selector or

@@ -95,6 +95,10 @@ func addValue(enc zapcore.ObjectEncoder, key string, f reflect.Value) {
 	}
 }
 
+// Redacted is NATS_URL for logs and errors: the server URLs joined with
+// commas, credentials in them replaced by "[redacted]".
+func (n NATS) Redacted() string { return redactURLs(n.Servers()) }
+
 // redactURLs joins urls with commas, each with its user info (a user and
 // password, or a token) replaced by "[redacted]".
 func redactURLs(urls []string) string {

@@ -309,14 +309,18 @@ func (c *Config) checkUnsubscribe(k *checker) {
 		}
 		return
 	}
-	for _, name := range []string{"MAILRELAY_PUBLIC_ADDR", "MAILRELAY_PUBLIC_URL"} {
-		if (name == "MAILRELAY_PUBLIC_ADDR" && h.PublicAddr != "") || (name == "MAILRELAY_PUBLIC_URL" && h.PublicURL != "") {
-			vars := []string{"MAILRELAY_UNSUBSCRIBE_KEYS", name}
-			if h.UnsubscribeKeysFile != "" {
-				vars = append(vars, "MAILRELAY_UNSUBSCRIBE_KEYS_FILE") // unreadable: its own problem
-			}
-			k.addf(vars, "MAILRELAY_UNSUBSCRIBE_KEYS (or MAILRELAY_UNSUBSCRIBE_KEYS_FILE): required when %s is set: one-click links are signed with it", name)
+	for _, v := range []struct{ name, value string }{
+		{"MAILRELAY_PUBLIC_ADDR", h.PublicAddr},
+		{"MAILRELAY_PUBLIC_URL", h.PublicURL},
+	} {
+		if v.value == "" {
+			continue
 		}
+		vars := []string{"MAILRELAY_UNSUBSCRIBE_KEYS", v.name}
+		if h.UnsubscribeKeysFile != "" {
+			vars = append(vars, "MAILRELAY_UNSUBSCRIBE_KEYS_FILE") // unreadable: its own problem
+		}
+		k.addf(vars, "MAILRELAY_UNSUBSCRIBE_KEYS (or MAILRELAY_UNSUBSCRIBE_KEYS_FILE): required when %s is set: one-click links are signed with it", v.name)
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 )
 
 // Var describes one environment variable: the table that Load reads its
-// defaults from, that the start-up log walks, and that the README's
-// configuration table must match (TestReadmeTableIsVars).
+// defaults from, that the start-up log walks, and that docs/configuration.md's
+// configuration table must match (TestConfigTableIsVars).
 type Var struct {
 	// Name is the environment variable.
 	Name string

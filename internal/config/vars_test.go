@@ -139,10 +139,10 @@ func TestVarsMatchConfig(t *testing.T) {
 	}
 }
 
-// The README's configuration table is Vars(): the same variables in the
-// same order, with the same defaults and help text.
-func TestReadmeTableIsVars(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// The configuration table of docs/configuration.md is Vars(): the same
+// variables in the same order, with the same defaults and help text.
+func TestConfigTableIsVars(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,12 +161,12 @@ func TestReadmeTableIsVars(t *testing.T) {
 	}
 	want := Vars()
 	if len(got) != len(want) {
-		t.Fatalf("README table has %d variables, Vars() %d", len(got), len(want))
+		t.Fatalf("docs/configuration.md table has %d variables, Vars() %d", len(got), len(want))
 	}
 	for i, w := range want {
 		g := got[i]
 		if g.Name != w.Name || g.Default != w.Default || g.Help != w.Help {
-			t.Errorf("README row %d:\n  %s | %q | %s\nVars():\n  %s | %q | %s", i+1, g.Name, g.Default, g.Help, w.Name, w.Default, w.Help)
+			t.Errorf("docs/configuration.md row %d:\n  %s | %q | %s\nVars():\n  %s | %q | %s", i+1, g.Name, g.Default, g.Help, w.Name, w.Default, w.Help)
 		}
 	}
 }

@@ -341,7 +341,7 @@ func (s *Signer) Sign(raw []byte) ([]byte, error) {
 // fields of OversignedHeaders once more. A message without From gives a
 // list that does not start with From.
 func HeaderKeys(raw []byte) []string {
-	count := FieldCounts(raw)
+	count := fieldCounts(raw)
 	var keys []string
 	for _, name := range SignedHeaders {
 		n := count[strings.ToLower(name)]
@@ -361,9 +361,9 @@ func HeaderKeys(raw []byte) []string {
 	return keys
 }
 
-// FieldCounts returns how many times each header field (by lower-case name)
+// fieldCounts returns how many times each header field (by lower-case name)
 // occurs in raw's header section.
-func FieldCounts(raw []byte) map[string]int {
+func fieldCounts(raw []byte) map[string]int {
 	head := raw
 	if h, _, ok := bytes.Cut(raw, []byte("\r\n\r\n")); ok {
 		head = h

@@ -421,7 +421,11 @@ func (d *doctor) checkDMARC(ctx context.Context) {
 // dmarcRecord returns the DMARC record that applies and where it was
 // found: _dmarc.<domain>, else _dmarc.<organisational domain>.
 func (d *doctor) dmarcRecord(ctx context.Context) (string, string, error) {
-	for _, dom := range []string{d.domain, orgDomain(d.domain)} {
+	doms := []string{d.domain}
+	if org := orgDomain(d.domain); org != d.domain {
+		doms = append(doms, org)
+	}
+	for _, dom := range doms {
 		txts, err := d.r.TXT(ctx, "_dmarc."+dom)
 		if err != nil {
 			return "", "", err
@@ -438,9 +442,6 @@ func (d *doctor) dmarcRecord(ctx context.Context) (string, string, error) {
 		if len(recs) == 1 {
 			return recs[0], dom, nil
 		}
-		if dom == orgDomain(d.domain) {
-			break
-		}
 	}
 	return "", "", nil
 }
@@ -449,7 +450,8 @@ func (d *doctor) dmarcRecord(ctx context.Context) (string, string, error) {
 // From (the relay's envelope sender is the From address) or a valid DKIM
 // signature's d= aligns.
 func (d *doctor) checkAlignment(tags map[string]string) {
-	strictSPF := strings.EqualFold(tags["aspf"], "s")
+	// aspf does not matter: the envelope sender is the From address itself,
+	// aligned in either mode.
 	strictDKIM := strings.EqualFold(tags["adkim"], "s")
 	var ok, why []string
 	if d.spfHostOK {
@@ -473,7 +475,6 @@ func (d *doctor) checkAlignment(tags map[string]string) {
 	} else {
 		why = append(why, "the relay does not sign with DKIM")
 	}
-	_ = strictSPF // the envelope sender is the From address itself: aligned in either mode
 	if len(ok) > 0 {
 		d.add("alignment", Pass, "", "DMARC aligns through %s", strings.Join(ok, " and "))
 		return

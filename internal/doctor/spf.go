@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/miekg/dns"
 )
 
 // SPF (RFC 7208): enough of check_host() to tell whether an address passes,
@@ -367,7 +369,7 @@ func (e *spfEval) match(ctx context.Context, domain string, t spfTerm) (bool, st
 		if err := e.spend(); err != nil {
 			return false, spfPermError, err
 		}
-		rrs, err := e.d.r.query(ctx, target, 1 /* A */)
+		rrs, err := e.d.r.query(ctx, target, dns.TypeA)
 		if err != nil {
 			return temp(err)
 		}

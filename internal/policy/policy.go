@@ -92,6 +92,22 @@ func Default() Policy {
 	}
 }
 
+// WithDefaults fills the zero fields of p from Default(), except
+// StaleAfter and SendTimeout, where 0 means "none".
+func (p Policy) WithDefaults() Policy {
+	d := Default()
+	if len(p.RetryDelays) == 0 {
+		p.RetryDelays = d.RetryDelays
+	}
+	for _, f := range []struct{ v, def *time.Duration }{{&p.AckWait, &d.AckWait}, {&p.SlowDownBudget, &d.SlowDownBudget},
+		{&p.SlowDownMin, &d.SlowDownMin}, {&p.SlowDownMax, &d.SlowDownMax}, {&p.LedgerRetryDelay, &d.LedgerRetryDelay}} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	return p
+}
+
 // Validate reports what makes p unusable, naming the field.
 func (p Policy) Validate() error {
 	var errs []error

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -60,7 +59,7 @@ func startRelaysTogether(t *testing.T, n int, bound time.Duration) time.Duration
 	var addrs []string
 	var cfgs []*config.Config
 	for range n {
-		addr := startupFreeAddr(t)
+		addr := freeAddr(t)
 		vars := map[string]string{
 			"NATS_URL":                  cl.URLs(),
 			"EMAIL_HOST":                host,
@@ -103,29 +102,9 @@ func startRelaysTogether(t *testing.T, n int, bound time.Duration) time.Duration
 	ready := make([]bool, n)
 	natstest.Eventually(t, 3*bound, func() (bool, string) {
 		for i, addr := range addrs {
-			ready[i] = ready[i] || startupReadyz(addr) == http.StatusOK
+			ready[i] = ready[i] || readyz(addr) == http.StatusOK
 		}
 		return !slices.Contains(ready, false), fmt.Sprintf("ready: %v", ready)
 	})
 	return time.Since(start)
-}
-
-func startupFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func startupReadyz(addr string) int {
-	c := http.Client{Timeout: 500 * time.Millisecond}
-	resp, err := c.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

@@ -184,7 +184,7 @@ func isClosed(ch chan struct{}) bool {
 
 // connHooks feed the NATS source from the connection's callbacks.
 func (hl *health) connHooks(cfg config.NATS, onConnect func()) connHooks {
-	url := redactedURL(cfg)
+	url := cfg.Redacted()
 	return connHooks{
 		connected: func() {
 			hl.set(srcNATS, problem{})
@@ -227,19 +227,6 @@ func refusedText(c config.NATS) string {
 		return "NATS refused the token in NATS_TOKEN"
 	}
 	return "NATS requires credentials and none are set (NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or NATS_NKEY)"
-}
-
-// redactedURL is NATS_URL without credentials, for logs.
-func redactedURL(c config.NATS) string {
-	servers := c.Servers()
-	for i, s := range servers {
-		if at := strings.LastIndex(s, "@"); at >= 0 {
-			if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
-				servers[i] = s[:scheme+3] + "[redacted]@" + s[at+1:]
-			}
-		}
-	}
-	return strings.Join(servers, ",")
 }
 
 // healer checks the streams, consumers and buckets when a read, a write or

@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, m *metrics.Metrics, hl *health,
 	sender Sender, composer *compose.Composer, supp *atomic.Pointer[suppress.Store]) error {
 	hr := newHealer(hl, ProvisionOptions(cfg), log) // its js is set once connected, before it runs
-	hl.set(srcNATS, problem{"nats_connecting", "connecting to NATS at " + redactedURL(cfg.NATS)})
+	hl.set(srcNATS, problem{"nats_connecting", "connecting to NATS at " + cfg.NATS.Redacted()})
 	// On every (re)connect the healer looks for what is missing: a server
 	// can come back empty.
 	nc, err := Connect(cfg.NATS, "mailrelay", log, true, hl.connHooks(cfg.NATS, hr.connected))

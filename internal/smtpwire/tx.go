@@ -86,10 +86,6 @@ func (e *Error) Error() string {
 // Unwrap returns the I/O cause, nil for a refusal.
 func (e *Error) Unwrap() error { return e.Err }
 
-// MaybeAccepted reports whether the server may have the message although it
-// did not say so: the whole content was sent and its reply never came.
-func (e *Error) MaybeAccepted() bool { return e.Stage == StageData && e.Reply.Code == 0 }
-
 // command is one command of the group and what a success looks like.
 type command struct {
 	stage Stage

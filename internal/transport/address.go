@@ -74,10 +74,10 @@ func ASCIIAddress(addr string) (string, error) {
 	return addr[:at+1] + domain, nil
 }
 
-// LocalPartIsASCII reports whether the local part of addr (what precedes
+// localPartIsASCII reports whether the local part of addr (what precedes
 // its last "@") is plain ASCII, that is whether the address can reach a
 // server that does not offer SMTPUTF8 once its domain is an A-label.
-func LocalPartIsASCII(addr string) bool {
+func localPartIsASCII(addr string) bool {
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
 		return isASCII(addr)
@@ -90,9 +90,9 @@ func LocalPartIsASCII(addr string) bool {
 // part), or nil when both addresses go to any server.
 func smtputf8Needed(from, to string) error {
 	switch {
-	case !LocalPartIsASCII(to):
+	case !localPartIsASCII(to):
 		return fmt.Errorf("the recipient address has a non-ASCII local part and %w", ErrNoSMTPUTF8)
-	case !LocalPartIsASCII(from):
+	case !localPartIsASCII(from):
 		return fmt.Errorf("the sender address (DEFAULT_FROM_EMAIL) has a non-ASCII local part and %w", ErrNoSMTPUTF8)
 	}
 	return nil
