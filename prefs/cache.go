@@ -20,9 +20,11 @@ import (
 // is not a JSON object with an "email" object for every type, an entry that
 // is not a boolean for its type alone).
 //
-// Only "on" is answered from memory; "off" is confirmed with a direct read,
-// so that a user who has just turned Email on never misses a mail because
-// the update was still on its way down the watch.
+// Only "on" is answered from memory, with the optional fields (TimeZone,
+// Quiet, Batch, Ignored) exactly as Store.Email gives them; "off" is
+// confirmed with a direct read, so that a user who has just turned Email on
+// never misses a mail because the update was still on its way down the
+// watch.
 //
 // It answers from memory only while the watch is healthy: after it has
 // delivered every initial value, and while the NATS connection has stayed
@@ -52,11 +54,16 @@ type view struct {
 	m  map[string]cached
 }
 
-// cached is what memory holds of one user: the types that are on, and the
-// time zone that goes with an answer.
+// cached is what memory holds of one user: the types that are on, and what
+// goes with an answer that is on (the optional fields, by value).
 type cached struct {
-	on []event.Type
-	tz *time.Location
+	on  []event.Type
+	opt optional
+}
+
+// answer is the answer for a type that is on, as Store.Email gives it.
+func (u *cached) answer() Answer {
+	return Answer{On: true, TimeZone: u.opt.tz, Quiet: u.opt.quietHours(), Batch: u.opt.batch, Ignored: u.opt.ignored}
 }
 
 // NewCache returns a cache over an opened notify_prefs bucket. nc is the
@@ -104,7 +111,7 @@ func (c *Cache) Email(ctx context.Context, user string, t event.Type) (Answer, e
 	u := v.m[user]
 	v.mu.RUnlock()
 	if slices.Contains(u.on, t) {
-		return Answer{On: true, TimeZone: u.tz}, nil
+		return u.answer(), nil
 	}
 	// "Off" is confirmed with a direct read: an update on its way down the
 	// watch must not make a user who just turned Email on miss a mail.
@@ -112,6 +119,14 @@ func (c *Cache) Email(ctx context.Context, user string, t event.Type) (Answer, e
 	// just turned Email off may still get mail for as long as the update
 	// takes to arrive (milliseconds).
 	return c.store.Email(ctx, user, t)
+}
+
+// EmailAll returns user's preferences for every type, like Store.EmailAll:
+// one direct read, parsed once, for a caller that needs several types of
+// one user (a batch being sent). It does not answer from memory: "off" must
+// be confirmed by a read anyway, and one read per batch is cheap.
+func (c *Cache) EmailAll(ctx context.Context, user string) (func(event.Type) Answer, error) {
+	return c.store.EmailAll(ctx, user)
 }
 
 // Run watches the bucket until ctx ends, rebuilding the watch after the
@@ -217,22 +232,22 @@ func (v *view) apply(e jetstream.KeyValueEntry, lock bool) {
 		delete(v.m, e.Key())
 		return
 	}
-	set, tz := parseSet(e.Value())
-	if len(set) == 0 {
+	u := parseCached(e.Key(), e.Value())
+	if len(u.on) == 0 {
 		delete(v.m, e.Key()) // absent is off: keep only users with something on
 		return
 	}
-	v.m[e.Key()] = cached{on: set, tz: tz}
+	v.m[e.Key()] = u
 }
 
-// parseSet reads a stored value as Store.Get does, as the registered types
-// that are on; a broken value is all off, a broken entry off for its type.
-// A type registered after the value arrived reads as off here, and so is
-// confirmed by a direct read.
-func parseSet(b []byte) ([]event.Type, *time.Location) {
-	v := parse("", b)
+// parseCached reads user's stored value as Store.Email does: the registered
+// types that are on, with the optional fields; a broken value is all off, a
+// broken entry off for its type. A type registered after the value arrived
+// reads as off here, and so is confirmed by a direct read.
+func parseCached(user string, b []byte) cached {
+	v := parse(user, b)
 	if v.problem != "" {
-		return nil, nil
+		return cached{}
 	}
 	var set []event.Type
 	for t, on := range v.prefs.Email {
@@ -240,5 +255,8 @@ func parseSet(b []byte) ([]event.Type, *time.Location) {
 			set = append(set, d.Type) // the registry's string: the decoded key is not kept
 		}
 	}
-	return set, v.tz
+	if set == nil {
+		return cached{}
+	}
+	return cached{on: set, opt: v.opt}
 }

@@ -1,8 +1,11 @@
 // Package prefs owns the notify_prefs bucket: per user, which notification
-// types the user wants by email (contract §4). Email is opt-in: a missing
-// user, a missing type or an unreadable value means off. Each entry of
-// "email" stands on its own: one that is not a boolean is off for its type
-// alone, and the lookup says why (Answer.Problem).
+// types the user wants by email (contract §4), and the optional time_zone,
+// quiet_hours and batch (§9.2). Email is opt-in: a missing user, a missing
+// type or an unreadable value means off. Each entry of "email" stands on
+// its own: one that is not a boolean is off for its type alone, and the
+// lookup says why (Answer.Problem). Each optional field stands on its own
+// too: one that is malformed is ignored, never turns Email off, and the
+// lookup says so (Answer.Ignored).
 package prefs
 
 import (
@@ -14,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -45,6 +47,17 @@ type Answer struct {
 	// TimeZone is the user's time_zone (an IANA zone), nil when none or
 	// not a zone this machine knows: then times are shown in UTC.
 	TimeZone *time.Location
+	// Quiet are the user's quiet_hours, read in TimeZone (QuietHours.Until);
+	// nil when none. Each answer has its own copy.
+	Quiet *QuietHours
+	// Batch is the user's batch: Set false when the user chose none.
+	Batch Batch
+	// Ignored is "" when the optional fields (time_zone, quiet_hours,
+	// batch) are absent or valid, else which were ignored and why, e.g.
+	// `notify_prefs["u1"].quiet_hours.start is "25:00", not HH:MM`
+	// (several are joined with "; "). An ignored field reads as absent;
+	// it never turns Email off and never sets Problem.
+	Ignored string
 }
 
 // ErrBadValue: the stored value is not a JSON object with an "email"
@@ -90,7 +103,25 @@ func (s *Store) Email(ctx context.Context, user string, t event.Type) (Answer, e
 	if err != nil {
 		return Answer{}, fmt.Errorf("prefs lookup %q: %w", user, err)
 	}
-	return parse(user, e.Value()).answer(t), nil
+	v := parse(user, e.Value())
+	return v.answer(t), nil
+}
+
+// EmailAll returns user's preferences for every type from one read: a
+// caller that needs several types of one user (a batch) reads and parses
+// the stored value once. The function answers as Email would have at the
+// time of the read, and is safe for concurrent use. Only a failed lookup is
+// an error.
+func (s *Store) EmailAll(ctx context.Context, user string) (func(event.Type) Answer, error) {
+	e, err := s.kv.Get(ctx, user)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return func(event.Type) Answer { return Answer{} }, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prefs lookup %q: %w", user, err)
+	}
+	v := parse(user, e.Value())
+	return v.answer, nil
 }
 
 // EmailEnabled reports whether user turned Email on for t. Only a failed
@@ -107,17 +138,17 @@ type value struct {
 	problem string
 	// broken says, per key of "email" whose value is not a boolean, why.
 	broken map[event.Type]string
-	tz     *time.Location // time_zone, nil when absent or unknown
+	opt    optional // time_zone, quiet_hours and batch
 }
 
 // answer is the preference for t.
-func (v value) answer(t event.Type) Answer {
+func (v *value) answer(t event.Type) Answer {
 	a := v.email(t)
-	a.TimeZone = v.tz
+	a.TimeZone, a.Quiet, a.Batch, a.Ignored = v.opt.tz, v.opt.quietHours(), v.opt.batch, v.opt.ignored
 	return a
 }
 
-func (v value) email(t event.Type) Answer {
+func (v *value) email(t event.Type) Answer {
 	if v.problem != "" {
 		return Answer{Problem: v.problem}
 	}
@@ -138,31 +169,10 @@ func parse(user string, b []byte) value {
 		}
 		return value{problem: fmt.Sprintf("%s is %s, not a JSON object", where(user), describe(b))}
 	}
-	tz := zone(top["time_zone"])
 	v := parseEmail(user, top)
-	v.tz = tz
+	v.opt = parseOptional(user, top)
 	return v
 }
-
-// zone reads a stored time_zone, nil when absent or not a known IANA zone.
-func zone(raw json.RawMessage) *time.Location {
-	var name string
-	if len(raw) == 0 || json.Unmarshal(raw, &name) != nil || name == "" {
-		return nil
-	}
-	if l, ok := zones.Load(name); ok {
-		return l.(*time.Location)
-	}
-	l, err := time.LoadLocation(name)
-	if err != nil || name == "Local" {
-		return nil
-	}
-	zones.Store(name, l)
-	return l
-}
-
-// zones caches loaded locations: preferences are read at every notification.
-var zones sync.Map
 
 // where names user's value in a problem text; built only for a problem, as
 // preferences are read at every notification.
@@ -266,9 +276,11 @@ func describe(r []byte) string {
 
 // Set changes the given types for user and keeps the others, with a
 // compare-and-set so concurrent writers do not lose each other's changes.
-// A stored value that is not a JSON object with an "email" object is
-// replaced, and entries of "email" that are not booleans are dropped: both
-// read as off already.
+// The other fields of a stored object (time_zone, quiet_hours, batch, and
+// any the app adds) are kept as stored. A stored value that is not a JSON
+// object is replaced, as is an "email" that is not an object (or a key that
+// differs from "email" only by case), and entries of "email" that are not
+// booleans are dropped: all of these read as off already.
 func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]bool) (Prefs, error) {
 	if !event.ValidID(user) {
 		return Prefs{}, event.CheckID(fmt.Sprintf("user id %q", user), user)
@@ -279,9 +291,19 @@ func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]boo
 		}
 	}
 	for range 5 {
-		p, rev, err := s.Get(ctx, user)
-		if err != nil && !errors.Is(err, ErrBadValue) {
-			return Prefs{}, err
+		var stored []byte
+		var rev uint64
+		e, err := s.kv.Get(ctx, user)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return Prefs{}, fmt.Errorf("prefs lookup %q: %w", user, err)
+		default:
+			stored, rev = e.Value(), e.Revision()
+		}
+		var p Prefs
+		if v := parse(user, stored); stored != nil && v.problem == "" {
+			p = v.prefs
 		}
 		if p.Email == nil {
 			p.Email = map[event.Type]bool{}
@@ -289,7 +311,7 @@ func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]boo
 		for t, on := range changes {
 			p.Email[t] = on
 		}
-		b, err := json.Marshal(p)
+		b, err := withEmail(stored, p)
 		if err != nil {
 			return Prefs{}, err
 		}
@@ -307,4 +329,25 @@ func (s *Store) Set(ctx context.Context, user string, changes map[event.Type]boo
 		return p, nil
 	}
 	return Prefs{}, fmt.Errorf("prefs set %q: too many concurrent changes, try again", user)
+}
+
+// withEmail returns the stored value with its "email" replaced by p's,
+// every other key kept; a stored value that is not a JSON object becomes
+// {"email": …}.
+func withEmail(stored []byte, p Prefs) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(stored, &top) != nil || top == nil {
+		return json.Marshal(p)
+	}
+	for k := range top {
+		if strings.EqualFold(k, "email") {
+			delete(top, k)
+		}
+	}
+	email, err := json.Marshal(p.Email)
+	if err != nil {
+		return nil, err
+	}
+	top["email"] = email
+	return json.Marshal(top)
 }
