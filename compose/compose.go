@@ -3,6 +3,7 @@ package compose
 import (
 	"errors"
 	"fmt"
+	htmltemplate "html/template"
 	"io"
 	"net/url"
 	"strings"
@@ -14,7 +15,7 @@ import (
 	"github.com/mailrelay/mailrelay/headers"
 )
 
-// Sentinel errors of Compose and LoadTemplates, matched with errors.Is. An
+// Sentinel errors of Compose, ComposeBatch and LoadTemplates, matched with errors.Is. An
 // event that breaks the contract gives an error wrapping event.ErrInvalid.
 // None of these gets better on retry.
 var (
@@ -23,6 +24,10 @@ var (
 	ErrNoAddress = errors.New("compose: recipient has no email address")
 	// ErrConfig: the Config cannot produce well-formed headers.
 	ErrConfig = errors.New("compose: invalid config")
+	// ErrBatch: ComposeBatch was given no section, an empty section or a
+	// nil event, a section merging what PlanBatch would not merge, or
+	// notifications for different recipients (a caller bug).
+	ErrBatch = errors.New("compose: invalid batch")
 	// ErrTemplate: a template did not parse, failed or panicked at
 	// execution, or rendered an empty subject or body. The error is a
 	// *TemplateError naming the file and line.
@@ -122,53 +127,83 @@ func (c *Composer) ComposeFor(ev *event.Event, now time.Time, o Options) (*Messa
 
 // compose builds the message of a valid event with normalized settings.
 func (t *langTemplates) compose(ev *event.Event, s *settings, now time.Time, o Options) (*Message, error) {
-	body := t.body(ev.Type)
-	if body == nil {
+	if t.body(ev.Type) == nil {
 		return nil, fmt.Errorf("compose: %w: type %q", event.ErrInvalid, ev.Type)
 	}
-	tz := o.TimeZone
-	if tz == nil {
-		tz = time.UTC
-	}
-	data := newTemplateData(ev, s, t, now, tz)
+	return t.composeData(ev, newTemplateData(ev, s, t, now, o.zone()), s, now)
+}
 
-	buf := getBuffer()
-	defer putBuffer(buf)
-	buf.max = maxSubjectOutput
-	if err := t.execute(t.subject, buf, data); err != nil {
+// composeData builds the message of ev from its prepared data.
+func (t *langTemplates) composeData(ev *event.Event, data *TemplateData, s *settings, now time.Time) (*Message, error) {
+	subject, text, html, err := t.render(t.subject, t.body(ev.Type), t.html, data, &data.Subject, data.Link, s.html)
+	if err != nil {
 		return nil, err
 	}
-	subject := headers.SanitizeHeader(string(buf.b), MaxSubject)
-	if subject == "" {
-		return nil, t.emptyError(t.subject, "subject")
-	}
-	buf.b, buf.max = buf.b[:0], maxBodyOutput
-	if err := t.execute(body, buf, data); err != nil {
-		return nil, err
-	}
-	text := finishBody(buf.b, data.Link)
-	if text == "" {
-		return nil, t.emptyError(body, "body")
-	}
-	var html string
-	if s.html {
-		data.Subject = subject
-		buf.b = buf.b[:0]
-		if err := t.execute(t.html, buf, data); err != nil {
-			return nil, err
-		}
-		html = string(buf.b)
-		if strings.TrimSpace(html) == "" {
-			return nil, &TemplateError{File: t.file(HTMLTemplate), Err: errors.New("rendered an empty HTML part")}
-		}
-	}
-
-	domain := s.domain
 	ws := ""
 	if ev.Workspace != nil {
 		ws = ev.Workspace.ID
 	}
-	thread := headers.ThreadID(ws, ev.Task.ID, domain)
+	thread := headers.ThreadID(ws, ev.Task.ID, s.domain)
+	return &Message{
+		From:       s.fromHeader(),
+		To:         Address{Name: headers.SanitizeHeader(ev.Recipient.Name, maxNameRunes), Email: ev.Recipient.Email},
+		Subject:    subject,
+		Date:       now,
+		MessageID:  headers.MessageID(ev.ID, s.domain),
+		InReplyTo:  thread,
+		References: thread,
+		Headers:    s.headers(data.UnsubscribeURL, string(ev.Type)),
+		Body:       text,
+		HTML:       html,
+	}, nil
+}
+
+// render executes the subject, body and (with withHTML) HTML templates on
+// data, and enforces the rules of the contract on what they wrote (link is
+// the deep link finishBody keeps whole). subject points into data: the
+// HTML template sees the finished subject there.
+func (t *langTemplates) render(subjectTpl, bodyTpl *template.Template, htmlTpl *htmltemplate.Template, data any, subject *string, link string, withHTML bool) (subj, text, html string, err error) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	buf.max = maxSubjectOutput
+	if err := t.execute(subjectTpl, buf, data); err != nil {
+		return "", "", "", err
+	}
+	subj = headers.SanitizeHeader(string(buf.b), MaxSubject)
+	if subj == "" {
+		return "", "", "", t.emptyError(subjectTpl, "subject")
+	}
+	buf.b, buf.max = buf.b[:0], maxBodyOutput
+	if err := t.execute(bodyTpl, buf, data); err != nil {
+		return "", "", "", err
+	}
+	text = finishBody(buf.b, link)
+	if text == "" {
+		return "", "", "", t.emptyError(bodyTpl, "body")
+	}
+	if withHTML {
+		*subject = subj
+		buf.b = buf.b[:0]
+		if err := t.execute(htmlTpl, buf, data); err != nil {
+			return "", "", "", err
+		}
+		html = string(buf.b)
+		if strings.TrimSpace(html) == "" {
+			return "", "", "", &TemplateError{File: t.file(htmlTpl.Name()), Err: errors.New("rendered an empty HTML part")}
+		}
+	}
+	return subj, text, html, nil
+}
+
+// fromHeader is the From of every mail.
+func (s *settings) fromHeader() Address {
+	return Address{Name: headers.SanitizeHeader(s.from.Name, maxNameRunes), Email: s.from.Email}
+}
+
+// headers returns, in order, Auto-Submitted, X-Auto-Response-Suppress,
+// List-Id, List-Unsubscribe (oneClick when set, else the settings page),
+// List-Unsubscribe-Post (with oneClick only) and the reason header.
+func (s *settings) headers(oneClick, reason string) []Header {
 	hs := make([]Header, 0, 6)
 	hs = append(hs,
 		Header{headers.AutoSubmitted, headers.AutoSubmittedValue},
@@ -177,27 +212,13 @@ func (t *langTemplates) compose(ev *event.Event, s *settings, now time.Time, o O
 	)
 	// One-click (contract §9.4): the signed https URL with
 	// List-Unsubscribe-Post; otherwise the settings page without it.
-	if data.UnsubscribeURL != "" {
-		v, _ := headers.OneClickUnsubscribe(data.UnsubscribeURL)
+	if v, ok := headers.OneClickUnsubscribe(oneClick); ok {
 		hs = append(hs, Header{headers.ListUnsubscribeHeader, v},
 			Header{headers.ListUnsubscribePost, headers.OneClickValue})
 	} else if s.unsub != "" {
 		hs = append(hs, Header{headers.ListUnsubscribeHeader, s.unsub})
 	}
-	hs = append(hs, Header{headers.Reason, string(ev.Type)})
-
-	return &Message{
-		From:       Address{Name: headers.SanitizeHeader(s.from.Name, maxNameRunes), Email: s.from.Email},
-		To:         Address{Name: headers.SanitizeHeader(ev.Recipient.Name, maxNameRunes), Email: ev.Recipient.Email},
-		Subject:    subject,
-		Date:       now,
-		MessageID:  headers.MessageID(ev.ID, domain),
-		InReplyTo:  thread,
-		References: thread,
-		Headers:    hs,
-		Body:       text,
-		HTML:       html,
-	}, nil
+	return append(hs, Header{headers.Reason, reason})
 }
 
 // body returns the body template of type typ, nil for a type that was not
@@ -209,16 +230,17 @@ func (t *langTemplates) body(typ event.Type) *template.Template { return t.bodie
 func newTemplateData(ev *event.Event, s *settings, t *langTemplates, now time.Time, tz *time.Location) *TemplateData {
 	lang := t.lang
 	d := &TemplateData{
-		Type:      string(ev.Type),
-		ID:        ev.ID,
-		Recipient: headers.Sanitize(ev.Recipient.Name, maxTextRunes),
-		Actor:     text(lang, KeySomeone),
-		Task:      headers.Sanitize(ev.Task.Title, maxTextRunes),
-		TaskID:    ev.Task.ID,
-		Project:   headers.Sanitize(ev.Task.Project, maxTextRunes),
-		Label:     headers.Sanitize(typeLabel(lang, ev.Type), maxTextRunes),
-		Lang:      t.name,
-		Product:   s.product,
+		Type:       string(ev.Type),
+		ID:         ev.ID,
+		Recipient:  headers.Sanitize(ev.Recipient.Name, maxTextRunes),
+		Actor:      text(lang, KeySomeone),
+		ActorCount: 1,
+		Task:       headers.Sanitize(ev.Task.Title, maxTextRunes),
+		TaskID:     ev.Task.ID,
+		Project:    headers.Sanitize(ev.Task.Project, maxTextRunes),
+		Label:      headers.Sanitize(typeLabel(lang, ev.Type), maxTextRunes),
+		Lang:       t.name,
+		Product:    s.product,
 	}
 	if ev.Workspace != nil {
 		d.Workspace = headers.Sanitize(ev.Workspace.Name, maxTextRunes)
@@ -283,7 +305,7 @@ type executor interface {
 
 // execute runs tp into w, turning an error or a panic into a
 // *TemplateError.
-func (t *langTemplates) execute(tp executor, w io.Writer, data *TemplateData) (err error) {
+func (t *langTemplates) execute(tp executor, w io.Writer, data any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &TemplateError{File: t.file(tp.Name()), Err: fmt.Errorf("panic: %v", r)}

@@ -11,4 +11,8 @@
 // rules of the contract are enforced afterwards: a one-line subject of at
 // most 160 characters, body lines of at most 78 characters (except the line
 // holding only the deep link), no control characters, valid UTF-8.
+//
+// PlanBatch and Composer.ComposeBatch do the same for a batching window
+// (contract §9.3): several notifications for one recipient, ordered and
+// with the changes of one date merged, in one mail.
 package compose

@@ -26,6 +26,14 @@ type Options struct {
 	Locale string
 }
 
+// zone is o.TimeZone, UTC when nil.
+func (o Options) zone() *time.Location {
+	if o.TimeZone == nil {
+		return time.UTC
+	}
+	return o.TimeZone
+}
+
 // DelayNotice is how late a mail may go out after occurred_at before its
 // body says when it happened.
 const DelayNotice = 5 * time.Minute
@@ -44,6 +52,8 @@ const (
 	KeyNotSet       = "not_set"       // a date of a change that is null
 	KeyPlannedStart = "planned_start" // change.field planned_start, in words
 	KeyPlannedEnd   = "planned_end"   // change.field planned_end, in words
+	KeyAnd          = "and"           // joins the last two of a list ("A, B and C")
+	KeyListLabel    = "list_label"    // a type's label in a list of several (%s: the label)
 
 	// The one-click unsubscribe page (contract §9.6). %s in
 	// KeyUnsubscribeExplain and KeyUnsubscribeDone is the type's label
@@ -66,6 +76,8 @@ var catalogs = map[string]map[string]string{
 		KeyNotSet:              "not set",
 		KeyPlannedStart:        "planned start",
 		KeyPlannedEnd:          "planned end",
+		KeyAnd:                 "and",
+		KeyListLabel:           "%s",
 		KeyUnsubscribeTitle:    "Stop these emails?",
 		KeyUnsubscribeExplain:  "This turns off emails about %s. You can turn them on again at any time in your notification settings.",
 		KeyUnsubscribeButton:   "Turn off these emails",
@@ -77,6 +89,8 @@ var catalogs = map[string]map[string]string{
 		KeyNotSet:                       "nicht festgelegt",
 		KeyPlannedStart:                 "geplanter Beginn",
 		KeyPlannedEnd:                   "geplantes Ende",
+		KeyAnd:                          "und",
+		KeyListLabel:                    "„%s“", // the labels hold commas
 		KeyUnsubscribeTitle:             "Diese E-Mails abbestellen?",
 		KeyUnsubscribeExplain:           "Damit schalten Sie E-Mails zu %s aus. In Ihren Benachrichtigungseinstellungen können Sie sie jederzeit wieder einschalten.",
 		KeyUnsubscribeButton:            "Diese E-Mails ausschalten",

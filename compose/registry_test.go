@@ -36,7 +36,7 @@ func TestTemplatesFollowRegistry(t *testing.T) {
 	if got := BodyTemplate("task.deleted"); got != "task.deleted.tmpl" {
 		t.Errorf("BodyTemplate of an unknown type = %q", got)
 	}
-	if files := TemplateFiles(); !slices.Contains(files, "unblocked.tmpl") || len(files) != 12 {
+	if files := TemplateFiles(); !slices.Contains(files, "unblocked.tmpl") || len(files) != len(sharedTemplates)+len(event.Types)+1 {
 		t.Errorf("TemplateFiles = %q", files)
 	}
 

@@ -25,10 +25,15 @@ import (
 // Template files. Each is a text/template; a file of the same name in the
 // directory given to LoadTemplates replaces the built-in one. Templates may
 // call each other by file name ({{template "footer.tmpl" .}}). Each is
-// executed with a *TemplateData.
+// executed with a *TemplateData, except the batch templates, executed
+// with a *BatchData.
 const (
 	// SubjectTemplate renders the subject of every type.
 	SubjectTemplate = "subject.tmpl"
+	// HeadlineTemplate says what happened in one line ("Bob Stone
+	// commented on "Pour foundation""): the built-in subject after the
+	// workspace, and BatchSection.Headline.
+	HeadlineTemplate = "headline.tmpl"
 	// GreetingTemplate is the first line of the built-in bodies.
 	GreetingTemplate = "greeting.tmpl"
 	// DetailsTemplate lists task, project, workspace, date change and
@@ -41,6 +46,14 @@ const (
 	// HTMLTemplate renders the HTML part (Config.HTML) of every type. It is
 	// an html/template: everything it prints is escaped for its context.
 	HTMLTemplate = "mail.html.tmpl"
+	// BatchSubjectTemplate renders the subject of a batch mail, one that
+	// carries several notifications (ComposeBatch).
+	BatchSubjectTemplate = "batch-subject.tmpl"
+	// BatchBodyTemplate renders the body of a batch mail.
+	BatchBodyTemplate = "batch-body.tmpl"
+	// BatchHTMLTemplate renders the HTML part of a batch mail, an
+	// html/template like HTMLTemplate.
+	BatchHTMLTemplate = "batch-mail.html.tmpl"
 )
 
 // BodyTemplate returns the file name of the body template of type t, as
@@ -58,7 +71,11 @@ func BodyTemplate(t event.Type) string {
 func TemplateFiles() []string { return templateFiles(event.Defs()) }
 
 // sharedTemplates are the templates that are not a type's body.
-var sharedTemplates = []string{SubjectTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate, HTMLTemplate}
+var sharedTemplates = []string{SubjectTemplate, HeadlineTemplate, GreetingTemplate, DetailsTemplate, LinkTemplate, FooterTemplate, HTMLTemplate,
+	BatchSubjectTemplate, BatchBodyTemplate, BatchHTMLTemplate}
+
+// isHTML reports whether the template named name is an html/template.
+func isHTML(name string) bool { return name == HTMLTemplate || name == BatchHTMLTemplate }
 
 func templateFiles(defs []event.Def) []string {
 	names := slices.Clone(sharedTemplates)
@@ -83,8 +100,12 @@ type TemplateData struct {
 	Workspace string
 	// Recipient is the recipient's name, "" when not given.
 	Recipient string
-	// Actor is the name of who acted, "Someone" when not given.
-	Actor string
+	// Actor is the name of who acted, "Someone" when not given;
+	// ActorCount how many people it names: 1, or more for a merged date
+	// change ("Bob Stone and Carol Diaz"), for a verb that agrees
+	// ("hat"/"haben").
+	Actor      string
+	ActorCount int
 	// Task is the task title; TaskID its id.
 	Task, TaskID string
 	// Project is the project name, "" when not given.
@@ -148,6 +169,10 @@ type langTemplates struct {
 	bodies  map[event.Type]*template.Template // of every type registered at load
 	html    *htmltemplate.Template
 	files   map[string]string // template name → file it came from
+
+	headline                *template.Template
+	batchSubject, batchBody *template.Template
+	batchHTML               *htmltemplate.Template
 }
 
 // Warnings lists what LoadTemplates found incomplete but usable: a
@@ -245,6 +270,9 @@ func LoadTemplates(dir string) (*Templates, error) {
 		}
 	}
 	for _, d := range defs {
+		if slices.Contains(sharedTemplates, d.Template) {
+			return nil, &TemplateError{File: "built-in:" + d.Template, Err: fmt.Errorf("type %q: its body template would replace the shared template of that name; give the type another template name", d.Type)}
+		}
 		if _, ok := texts[d.Template]; !ok {
 			file := "built-in:" + d.Template
 			if dir != "" {
@@ -369,7 +397,7 @@ func parseLang(name, lang string, names []string, texts, files map[string]string
 	hroot := htmltemplate.New("").Funcs(htmltemplate.FuncMap(funcs)).Funcs(htmltemplate.FuncMap{"linkify": linkify}).Option("missingkey=error")
 	for _, n := range names {
 		var err error
-		if n == HTMLTemplate {
+		if isHTML(n) {
 			_, err = hroot.New(n).Parse(texts[n])
 		} else {
 			_, err = root.New(n).Parse(texts[n])
@@ -379,7 +407,8 @@ func parseLang(name, lang string, names []string, texts, files map[string]string
 		}
 	}
 	l := &langTemplates{name: name, lang: lang, subject: root.Lookup(SubjectTemplate), html: hroot.Lookup(HTMLTemplate),
-		bodies: make(map[event.Type]*template.Template, len(defs)), files: files}
+		bodies: make(map[event.Type]*template.Template, len(defs)), files: files,
+		headline: root.Lookup(HeadlineTemplate), batchSubject: root.Lookup(BatchSubjectTemplate), batchBody: root.Lookup(BatchBodyTemplate), batchHTML: hroot.Lookup(BatchHTMLTemplate)}
 	for _, d := range defs {
 		l.bodies[d.Type] = root.Lookup(d.Template)
 	}
@@ -387,7 +416,8 @@ func parseLang(name, lang string, names []string, texts, files map[string]string
 }
 
 // check composes sample events of every type in every language, with and
-// without base URL, optional names and the HTML part.
+// without base URL, optional names and the HTML part, singly and as one
+// batch of every type.
 func (t *Templates) check(defs []event.Def) error {
 	now := time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)
 	for _, l := range t.langs {
@@ -409,8 +439,48 @@ func (t *Templates) check(defs []event.Def) error {
 				}
 			}
 		}
+		for _, full := range []bool{true, false} {
+			base := "https://app.example.com"
+			if !full {
+				base = ""
+			}
+			s, err := Config{From: Address{Email: "notify@example.com"}, BaseURL: base, HTML: full}.normalize()
+			if err != nil {
+				return err
+			}
+			if _, err := l.composeBatch(sampleBatch(defs, full), &s, now.Add(time.Hour), Options{}); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// sampleBatch is a batch of one sample event of every type in defs, with a
+// merged date change when full.
+func sampleBatch(defs []event.Def, full bool) []Section {
+	var sections []Section
+	for i, d := range defs {
+		ev := sampleEvent(d, full)
+		ev.ID = fmt.Sprintf("sample-%d", i)
+		ev.Task.ID = fmt.Sprintf("t-%d", i)
+		ev.OccurredAt = ev.OccurredAt.Add(time.Duration(i) * time.Minute)
+		sec := Section{Events: []*event.Event{ev}}
+		if full && ev.Change != nil {
+			next := *ev
+			next.ID += "-2"
+			to := "2026-12-09"
+			next.Change = &event.Change{Field: ev.Change.Field, From: ev.Change.To, To: &to}
+			sec.Events = append(sec.Events, &next)
+		}
+		sections = append(sections, sec)
+	}
+	if len(sections) == 1 {
+		ev := *sections[0].Events[0]
+		ev.ID += "-b"
+		sections = append(sections, Section{Events: []*event.Event{&ev}})
+	}
+	return sections
 }
 
 // sampleEvent is a valid event of type d, with the sections d requires and,

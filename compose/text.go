@@ -130,10 +130,11 @@ func hasPrefixFold(s, prefix string) bool {
 // trailing spaces trimmed (except on the
 // "-- " signature line); leading, trailing and repeated blank lines
 // dropped; every line longer than MaxLine re-wrapped at WrapWidth, keeping
-// its indent, quote marks or label alignment on the continuation lines,
-// except a line that holds only link or only one URL (urlLine); a URL inside
-// a re-wrapped line stays whole on a line of its own. The body ends with "\n"; it is ""
-// when the template rendered nothing visible.
+// its indent, quote marks, label alignment or numbered-item indent on the
+// continuation lines, except a line that holds only link or only one URL
+// (urlLine); a URL inside a re-wrapped line stays whole on a line of its
+// own. The body ends with "\n"; it is "" when the template rendered nothing
+// visible.
 func finishBody(raw []byte, link string) string {
 	var b strings.Builder
 	b.Grow(len(raw) + len(raw)/32)
@@ -234,7 +235,8 @@ func cleanLine(dst, line []byte) []byte {
 
 // rewrap writes the over-long line s to b wrapped at WrapWidth. The
 // continuation lines repeat its leading indent and quote marks ("> "), or,
-// for a "Label:  value" row, are indented to the value.
+// for a numbered item ("2. text") or a "Label:  value" row, are indented
+// to the text or the value.
 func rewrap(b *strings.Builder, s string) {
 	n := 0
 	for n < len(s) && (s[n] == ' ' || s[n] == '>') {
@@ -242,8 +244,12 @@ func rewrap(b *strings.Builder, s string) {
 	}
 	first, cont, text := s[:n], s[:n], s[n:]
 	if !strings.Contains(first, ">") {
-		// "Label:  value": hang continuation lines under the value.
-		if i := strings.Index(text, ":  "); i > 0 && i < maxPrefix && !strings.Contains(text[:i], ": ") {
+		if m := listMarker(text); m > 0 {
+			// "12. item": hang continuation lines under the item.
+			first, text = s[:n+m], text[m:]
+			cont = strings.Repeat(" ", columns(first))
+		} else if i := strings.Index(text, ":  "); i > 0 && i < maxPrefix && !strings.Contains(text[:i], ": ") {
+			// "Label:  value": hang continuation lines under the value.
 			j := i + 1
 			for j < len(text) && text[j] == ' ' {
 				j++
@@ -257,6 +263,20 @@ func rewrap(b *strings.Builder, s string) {
 		first, cont, text = "", "", s
 	}
 	wrap(b, text, WrapWidth, first, cont)
+}
+
+// listMarker returns the length of the number that starts a numbered list
+// item ("12. ", one to three digits, a dot and a space), 0 when text does
+// not start with one.
+func listMarker(text string) int {
+	i := 0
+	for i < len(text) && i < 3 && text[i] >= '0' && text[i] <= '9' {
+		i++
+	}
+	if i == 0 || !strings.HasPrefix(text[i:], ". ") {
+		return 0
+	}
+	return i + 2
 }
 
 // columns is the display width of s as wrapping counts it: one column per

@@ -66,6 +66,10 @@ func TestFinishBody(t *testing.T) {
 			"> word word word word word word word word word word word word word word\n> word word word word word word\n"},
 		{"label hanging", "  Task:           " + strings.Repeat("title ", 16),
 			"  Task:           title title title title title title title title title\n                  title title title title title title title\n"},
+		{"numbered item hanging", "12. " + strings.Repeat("item ", 16),
+			"12. item item item item item item item item item item item item item\n    item item item\n"},
+		{"not a numbered item", "1234. " + strings.Repeat("item ", 15),
+			"1234. item item item item item item item item item item item item item\nitem item\n"},
 		{"deep link kept", "Open:\n" + link + "\n", "Open:\n" + link + "\n"},
 		{"other URL alone kept", "https://other.example.com/" + strings.Repeat("t", 90),
 			"https://other.example.com/" + strings.Repeat("t", 90) + "\n"},
@@ -154,6 +158,7 @@ func FuzzFinishBody(f *testing.F) {
 	f.Add("  Task:           " + strings.Repeat("title ", 30))
 	f.Add("\t\t\t" + strings.Repeat("x", 300) + "\r\n\r\n\u2028")
 	f.Add(strings.Repeat("> ", 60) + "end")
+	f.Add("   12. " + strings.Repeat("headline ", 12) + link)
 	f.Fuzz(func(t *testing.T, s string) {
 		got := finishBody([]byte(s), link)
 		checkLines(t, strings.TrimSuffix(got, "\n"), MaxLine, link)
