@@ -18,9 +18,8 @@ import (
 )
 
 // TestNATSConfWebApp runs nats-server with the repository's nats.conf. The
-// relay's identity provisions everything with `mailrelay provision` (and
-// creates notify_seen, which provision does not yet), with no permission
-// violation. As notify-webapp, with the nats.go clients and the nats CLI:
+// relay's identity provisions everything with `mailrelay provision`
+// (notify_seen and NOTIFY_HELD included), with no permission violation. As notify-webapp, with the nats.go clients and the nats CLI:
 // preferences are put, read, updated with compare-and-set and watched; a
 // notification is published with a JetStream ack, mailed by the relay, and
 // its ledger record read and watched; a notification is marked seen. Then a
@@ -45,8 +44,14 @@ func TestNATSConfWebApp(t *testing.T) {
 
 	// The deployment provisions with the relay's identity, before anything
 	// else runs.
-	if res := runMailrelay(t, env, "", "provision"); res.ExitCode != 0 || !strings.Contains(res.Stdout, "notify_email_state") {
+	res := runMailrelay(t, env, "", "provision")
+	if res.ExitCode != 0 {
 		t.Fatalf("mailrelay provision as %s: %+v", confRelayUser, res)
+	}
+	for _, want := range []string{"notify_email_state", "notify_seen", "NOTIFY_HELD", "mailrelay_flush on NOTIFY_HELD"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("mailrelay provision as %s does not list %s:\n%s", confRelayUser, want, res.Stdout)
+		}
 	}
 	// provision as the publisher or the web app is refused, naming why.
 	for _, who := range []struct{ user, password string }{
@@ -61,9 +66,6 @@ func TestNATSConfWebApp(t *testing.T) {
 	_, relayJS, relayV := connectAs(t, ns.URL(), confRelayUser, ns.relayPassword)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := relayJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "notify_seen", History: 1}); err != nil {
-		t.Fatalf("create notify_seen as %s: %v", confRelayUser, err)
-	}
 	r := startRelay(t, env)
 	r.WaitReady(t, time.Minute)
 

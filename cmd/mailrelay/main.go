@@ -10,6 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	// The IANA zone database is built in, so a user's time_zone and quiet
+	// hours work in an image without /usr/share/zoneinfo.
+	_ "time/tzdata"
 )
 
 func main() {

@@ -192,31 +192,44 @@ func (r *refusalLog) get() error {
 	return r.err
 }
 
-// printProvisioned prints what exists now, read back from the server.
+// printProvisioned prints what exists now, read back from the server:
+// each stream with its consumer (NOTIFY and mailrelay, NOTIFY_ADVISORIES
+// and mailrelay_advisories, NOTIFY_HELD and mailrelay_flush), then each
+// bucket (notify_prefs, notify_email_state, notify_seen,
+// notify_suppressed).
 func (a *app) printProvisioned(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, h *provision.Handles) error {
 	fmt.Fprintf(a.stdout, "provisioned on %s (server %s, nats-server %s):\n",
 		nc.ConnectedUrlRedacted(), nc.ConnectedServerName(), nc.ConnectedServerVersion())
 	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "  KIND\tNAME\tREPLICAS\tSETTINGS\tNOW")
-	streams := []jetstream.Stream{h.Stream}
 	adv, err := js.Stream(ctx, provision.AdvisoryStream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", provision.AdvisoryStream, err)
 	}
-	streams = append(streams, adv)
-	consumers := map[string]jetstream.Consumer{provision.Stream: h.Consumer, provision.AdvisoryStream: h.AdvisoryConsumer}
-	for _, s := range streams {
-		si, err := s.Info(ctx)
+	pairs := []struct {
+		stream   jetstream.Stream
+		consumer jetstream.Consumer
+	}{{h.Stream, h.Consumer}, {adv, h.AdvisoryConsumer}, {h.Held, h.Flush}}
+	for _, p := range pairs {
+		si, err := p.stream.Info(ctx)
 		if err != nil {
-			return fmt.Errorf("stream %s: %w", s.CachedInfo().Config.Name, err)
+			return fmt.Errorf("stream %s: %w", p.stream.CachedInfo().Config.Name, err)
 		}
 		cfg := si.Config
-		settings := fmt.Sprintf("subjects %s, max age %v", strings.Join(cfg.Subjects, " "), cfg.MaxAge)
-		if cfg.Duplicates > 0 && cfg.Name == provision.Stream {
+		settings := "subjects " + strings.Join(cfg.Subjects, " ")
+		if cfg.MaxAge > 0 {
+			settings += fmt.Sprintf(", max age %v", cfg.MaxAge)
+		} else {
+			settings += ", no max age"
+		}
+		if cfg.Duplicates > 0 && cfg.Name != provision.AdvisoryStream {
 			settings += fmt.Sprintf(", duplicate window %v", cfg.Duplicates)
 		}
+		if cfg.AllowMsgSchedules {
+			settings += ", message schedules"
+		}
 		fmt.Fprintf(w, "  stream\t%s\t%d\t%s\t%d messages\n", cfg.Name, cfg.Replicas, settings, si.State.Msgs)
-		ci, err := consumers[cfg.Name].Info(ctx)
+		ci, err := p.consumer.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("consumer on %s: %w", cfg.Name, err)
 		}
@@ -224,10 +237,18 @@ func (a *app) printProvisioned(ctx context.Context, nc *nats.Conn, js jetstream.
 		if replicas == 0 {
 			replicas = cfg.Replicas // inherited from the stream
 		}
-		fmt.Fprintf(w, "  consumer\t%s on %s\t%d\tmax deliver %d, ack wait %v\t%d pending, %d unacked\n",
-			ci.Name, cfg.Name, replicas, ci.Config.MaxDeliver, ci.Config.AckWait, ci.NumPending, ci.NumAckPending)
+		maxDeliver := "unlimited"
+		if ci.Config.MaxDeliver > 0 {
+			maxDeliver = fmt.Sprint(ci.Config.MaxDeliver)
+		}
+		filter := ""
+		if ci.Config.FilterSubject != "" {
+			filter = "filter " + ci.Config.FilterSubject + ", "
+		}
+		fmt.Fprintf(w, "  consumer\t%s on %s\t%d\t%smax deliver %s, ack wait %v\t%d pending, %d unacked\n",
+			ci.Name, cfg.Name, replicas, filter, maxDeliver, ci.Config.AckWait, ci.NumPending, ci.NumAckPending)
 	}
-	for _, kv := range []jetstream.KeyValue{h.Prefs, h.State} {
+	for _, kv := range []jetstream.KeyValue{h.Prefs, h.State, h.Seen, h.Suppressed} {
 		st, err := kv.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("bucket %s: %w", kv.Bucket(), err)

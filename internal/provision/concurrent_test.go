@@ -14,7 +14,8 @@ import (
 )
 
 // TestProvisionConcurrentOnCluster: three relays provisioning the same R3
-// objects at the same instant on a fresh three-node cluster are all done
+// objects (NOTIFY_HELD, mailrelay_flush and notify_seen among them) at the
+// same instant on a fresh three-node cluster are all done
 // within 10 s of the cluster having a meta leader, ten times in a row
 // (concurrent create-or-update used to wait out the whole deadline).
 func TestProvisionConcurrentOnCluster(t *testing.T) {
@@ -86,8 +87,13 @@ func provisionRound(t *testing.T, round, relays int, bound time.Duration) time.D
 			if si := h.Stream.CachedInfo(); si.Config.Replicas != 3 || !si.Created.Equal(created) {
 				t.Errorf("relay %d: stream replicas %d, created %s (relay 0: %s)", i, si.Config.Replicas, si.Created, created)
 			}
-			if h.Consumer == nil || h.AdvisoryConsumer == nil || h.Prefs == nil || h.State == nil {
+			if h.Consumer == nil || h.AdvisoryConsumer == nil || h.Prefs == nil || h.State == nil || h.Suppressed == nil ||
+				h.Held == nil || h.Flush == nil || h.Seen == nil {
 				t.Errorf("relay %d: missing handles %+v", i, h)
+				continue
+			}
+			if si := h.Held.CachedInfo(); si.Config.Replicas != 3 || !si.Config.AllowMsgSchedules {
+				t.Errorf("relay %d: NOTIFY_HELD replicas %d, message schedules %v", i, si.Config.Replicas, si.Config.AllowMsgSchedules)
 			}
 		}
 	})

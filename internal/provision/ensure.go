@@ -94,12 +94,15 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 
 // streamDiffers reports whether a stream configured as have lacks a setting
 // of want. Only the settings Provision chooses are compared; a zero
-// Duplicates is the server's default.
+// Duplicates is the server's default, and message schedules and roll-ups
+// are compared only where Provision turns them on (the server refuses to
+// turn schedules off again).
 func streamDiffers(have, want jetstream.StreamConfig) bool {
 	return have.Description != want.Description || !slices.Equal(have.Subjects, want.Subjects) ||
 		have.Storage != want.Storage || have.Retention != want.Retention || have.MaxAge != want.MaxAge ||
 		have.Replicas != want.Replicas || have.AllowDirect != want.AllowDirect ||
-		(want.Duplicates > 0 && have.Duplicates != want.Duplicates)
+		(want.Duplicates > 0 && have.Duplicates != want.Duplicates) ||
+		(want.AllowMsgSchedules && !have.AllowMsgSchedules) || (want.AllowRollup && !have.AllowRollup)
 }
 
 // consumerDiffers is streamDiffers for consumers; a zero MaxAckPending is

@@ -1,8 +1,10 @@
 // Package provision creates or updates, idempotently, everything mailrelay
 // needs on a JetStream server: the NOTIFY stream, the durable pull consumer
 // "mailrelay", the stream that keeps max-deliveries advisories durable with
-// its own consumer, and the notify_prefs and notify_email_state buckets
-// (contract §2, §4).
+// its own consumer, the NOTIFY_HELD stream that holds notifications for
+// volume control with its consumer "mailrelay_flush" (package hold), and the
+// notify_prefs, notify_email_state, notify_seen and notify_suppressed
+// buckets (contract §2, §4, §9.2, §9.3).
 package provision
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/suppress"
@@ -34,7 +37,19 @@ const (
 	AdvisoryStream = "NOTIFY_ADVISORIES"
 	// AdvisoryConsumer is the durable consumer relays share on AdvisoryStream.
 	AdvisoryConsumer = "mailrelay_advisories"
+
+	// SeenBucket is the notify_seen bucket (contract §9.2): the app writes
+	// it, the relay creates it and only reads it. Key: notification id; a
+	// key that exists means the recipient already saw that notification in
+	// the app, so a held mail for it is skipped_seen. Its entries live as
+	// long as NOTIFY keeps a notification (Options.MaxAge).
+	SeenBucket = "notify_seen"
 )
+
+// HeldDuplicateWindow is the Nats-Msg-Id duplicate window of NOTIFY_HELD:
+// long enough for a relay to retry a publish whose ack it lost. It is not
+// configurable.
+const HeldDuplicateWindow = 2 * time.Minute
 
 // MaxAckPending is the consumer's MaxAckPending: at most this many messages
 // are delivered and not yet acknowledged, over every relay together. It is
@@ -83,6 +98,9 @@ type Handles struct {
 	Prefs            jetstream.KeyValue
 	State            jetstream.KeyValue
 	Suppressed       jetstream.KeyValue // notify_suppressed
+	Held             jetstream.Stream   // NOTIFY_HELD (hold.Stream), with message schedules
+	Flush            jetstream.Consumer // mailrelay_flush (hold.Consumer) on NOTIFY_HELD
+	Seen             jetstream.KeyValue // notify_seen (SeenBucket)
 }
 
 // StreamConfig is the NOTIFY stream configuration for o.
@@ -117,6 +135,60 @@ func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 	}
 }
 
+// HeldStreamConfig is the NOTIFY_HELD stream configuration for o (contract
+// §9.3; the subjects are those of package hold). It holds the
+// notifications that wait for a batching window, quiet hours or the seen
+// delay, and one message schedule per recipient; a schedule fires into
+// notify_held.due.<recipient>, inside the same stream. It needs
+// nats-server ≥ 2.12 (AllowMsgSchedules).
+//
+//   - MaxAge 0: held mail never expires silently; the relay removes what
+//     it sent (purge of a subject, delete of a message).
+//   - AllowRollup: a schedule message rolls up its own subject (one
+//     schedule per recipient), and the server requires it for schedules.
+//   - AllowDirect: relays read held items with direct gets.
+//   - Duplicates HeldDuplicateWindow, whatever Options.DuplicateWindow.
+func HeldStreamConfig(o Options) jetstream.StreamConfig {
+	o.defaults()
+	return jetstream.StreamConfig{
+		Name: hold.Stream,
+		Description: "mailrelay: notifications held for a batching window, quiet hours or the seen delay, " +
+			"and one message schedule per recipient; removed when sent, never expired",
+		Subjects:          []string{hold.Subjects},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		MaxAge:            0,
+		Duplicates:        HeldDuplicateWindow,
+		Replicas:          o.Replicas,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		// No direct gets: a direct get may be answered by a follower that
+		// lags, and a flush listing a recipient's held notifications, or a
+		// hold looking for the open window, must see what the leader has.
+		AllowDirect: false,
+	}
+}
+
+// FlushConsumerConfig is the durable "mailrelay_flush" consumer
+// configuration for o: a pull consumer on NOTIFY_HELD, filtered to
+// hold.DueSubjects (what the schedules publish when they fire), that every
+// relay serves, so that any relay may send a window another relay opened.
+// MaxDeliver is unlimited: the ledger's attempts bound the sends.
+func FlushConsumerConfig(o Options) jetstream.ConsumerConfig {
+	o.defaults()
+	return jetstream.ConsumerConfig{
+		Durable:       hold.Consumer,
+		Description:   "mailrelay: held notifications that became due, to email",
+		FilterSubject: hold.DueSubjects,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxDeliver:    -1,
+		AckWait:       o.AckWait,
+		MaxAckPending: MaxAckPending,
+		Replicas:      o.Replicas,
+	}
+}
+
 // Provision creates or updates every object. It is idempotent: a second
 // relay starting beside a first changes nothing, and a changed setting is
 // applied to the existing object.
@@ -137,7 +209,8 @@ func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 //
 // Provision retries until ctx ends (or, when ctx has no deadline, for 30
 // seconds) after a request that got no answer; with RetryUntilTimeout also
-// while a forming cluster answers NotReady.
+// while a forming cluster answers NotReady. A server without message
+// schedules (older than 2.12) fails it with ErrNoMsgSchedules.
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles, error) {
 	o.defaults()
 	ctx, cancel := withDefaultTimeout(ctx)
@@ -180,9 +253,19 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 		h.AdvisoryConsumer, err = consumer(AdvisoryStream, advisoryConsumerConfig(o))
 		return err
 	})
+	g.Go(func() (err error) {
+		s, err := stream(HeldStreamConfig(o))
+		if err = noSchedules(js, s, err); err != nil {
+			return err
+		}
+		h.Held = s
+		h.Flush, err = consumer(hold.Stream, FlushConsumerConfig(o))
+		return err
+	})
 	g.Go(func() (err error) { h.Prefs, err = bucket(prefsConfig(o)); return err })
 	g.Go(func() (err error) { h.State, err = bucket(stateConfig(o)); return err })
 	g.Go(func() (err error) { h.Suppressed, err = bucket(suppressedConfig(o)); return err })
+	g.Go(func() (err error) { h.Seen, err = bucket(seenConfig(o)); return err })
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("provision: %w", err)
 	}
@@ -240,5 +323,20 @@ func stateConfig(o Options) jetstream.KeyValueConfig {
 		TTL:         o.StateTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
+	}
+}
+
+// seenConfig is the notify_seen bucket: a seen mark only matters while its
+// notification can still be mailed, so it lives as long as NOTIFY keeps
+// the notification (o.MaxAge).
+func seenConfig(o Options) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: SeenBucket,
+		Description: "notification ids the recipient saw in the app (written by the app); " +
+			"kept for NOTIFY's max age, while a notification can still be mailed",
+		History:  1,
+		TTL:      o.MaxAge,
+		Storage:  jetstream.FileStorage,
+		Replicas: o.Replicas,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/internal/config"
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/internal/suppress"
@@ -313,26 +314,29 @@ func (x *healer) heal(ctx context.Context) {
 	x.restart()
 }
 
-// missing lists the objects the server does not have.
+// missing lists the objects the server does not have: every stream,
+// consumer and bucket Provision makes, NOTIFY_HELD, mailrelay_flush and
+// notify_seen included.
 func (x *healer) missing(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out []string
-	for _, s := range []string{provision.Stream, provision.AdvisoryStream} {
+	for _, s := range []string{provision.Stream, provision.AdvisoryStream, hold.Stream} {
 		if _, err := x.js.Stream(ctx, s); errors.Is(err, jetstream.ErrStreamNotFound) {
 			out = append(out, "stream "+s)
 		} else if err != nil {
 			return nil, err
 		}
 	}
-	for _, c := range [][2]string{{provision.Stream, provision.Consumer}, {provision.AdvisoryStream, provision.AdvisoryConsumer}} {
+	for _, c := range [][2]string{{provision.Stream, provision.Consumer}, {provision.AdvisoryStream, provision.AdvisoryConsumer},
+		{hold.Stream, hold.Consumer}} {
 		if _, err := x.js.Consumer(ctx, c[0], c[1]); errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			out = append(out, "consumer "+c[1])
 		} else if err != nil {
 			return nil, err
 		}
 	}
-	for _, b := range []string{prefs.Bucket, state.Bucket, suppress.Bucket} {
+	for _, b := range []string{prefs.Bucket, state.Bucket, suppress.Bucket, provision.SeenBucket} {
 		if _, err := x.js.KeyValue(ctx, b); errors.Is(err, jetstream.ErrBucketNotFound) {
 			out = append(out, "bucket "+b)
 		} else if err != nil {
