@@ -200,8 +200,8 @@ type delivery struct {
 // held is msg without a keepalive (Handle and Apply, tests).
 func held(msg jetstream.Msg) *delivery { return &delivery{Msg: msg, stop: func() {}} }
 
-// hold is msg kept from redelivery by an InProgress every interval.
-func hold(msg jetstream.Msg, interval time.Duration) *delivery {
+// keptAlive is msg kept from redelivery by an InProgress every interval.
+func keptAlive(msg jetstream.Msg, interval time.Duration) *delivery {
 	return &delivery{Msg: msg, stop: keepAlive(msg, interval)}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
+	"github.com/mailrelay/mailrelay/prefs"
 )
 
 // Facts is what is known about one delivery when it is decided. A stage
@@ -30,13 +31,23 @@ type Facts struct {
 	Held       time.Duration // how long this relay has held the delivery
 	Stopping   bool          // the shutdown timeout ran out: release what is not claimed
 	Configured bool          // a mail transport is configured
+	CanHold    bool          // NOTIFY_HELD is at hand: notifications may be held (§9.3)
 
 	Ledger      LedgerFacts
 	Prefs       PrefsFacts
 	Suppression SuppressionFacts
 	MessageID   string // of the composed mail; "" until composed
+	Hold        HoldFacts
 	Claim       ClaimFacts
 	Sent        *SendResult // the send's result; nil until sent
+}
+
+// HoldFacts is what became of holding the notification (§9.3): stored in
+// NOTIFY_HELD, due at Until, its deferred record written.
+type HoldFacts struct {
+	Done  bool
+	Until time.Time
+	Err   error // holding it or writing its record failed
 }
 
 // LedgerFacts is the ledger record of the notification, as read.
@@ -53,7 +64,9 @@ type PrefsFacts struct {
 	On       bool
 	Problem  string         // why a broken preference reads as off; "" when valid
 	TimeZone *time.Location // the user's time_zone, for the times in the mail; nil: UTC
-	Err      error          // the lookup failed
+	Quiet    *prefs.QuietHours
+	Batch    prefs.Batch // the user's batching window, when set
+	Err      error       // the lookup failed
 }
 
 // SuppressionFacts says whether the recipient's address is on the
@@ -100,10 +113,11 @@ const (
 	Claim                       // write the "sending" claim (Write, a compare-and-set)
 	CheckClaim                  // read the record again: is the claim still ours?
 	Send                        // hand the mail to the backend
+	Hold                        // hold it in NOTIFY_HELD (Decision.Hold), then write its deferred record
 )
 
 func (s Step) String() string {
-	return [...]string{"act", "read ledger", "read prefs", "read suppression", "compose", "claim", "check claim", "send"}[s]
+	return [...]string{"act", "read ledger", "read prefs", "read suppression", "compose", "claim", "check claim", "send", "hold"}[s]
 }
 
 // Action is what happens to a delivery once its record is written.
@@ -172,6 +186,16 @@ type Decision struct {
 	// Suppress, after a permanent rejection of the recipient, puts the
 	// address on the suppression list (with the record written).
 	Suppress *Suppression
+	// Hold, with Step Hold: the window the notification would open, and
+	// its own earliest time.
+	Hold *HoldRequest
+}
+
+// HoldRequest is when a held notification may go out: at WindowEnd if it
+// opens a window, else when the open window closes, but never before
+// NotBefore (its seen delay or quiet hours).
+type HoldRequest struct {
+	WindowEnd, NotBefore time.Time
 }
 
 // Suppression is an address to put on the suppression list, and why.
@@ -245,6 +269,11 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		return unavailable(f, p, "ledger unavailable: "+l.Err.Error()), true
 	case l.Record.State.Done():
 		return act(Ack, 0, "already "+string(l.Record.State)), true
+	case l.Record.State == state.Sending && l.Record.FlushSeq != 0:
+		// Held, and the flush of its window has claimed it: the flush
+		// finishes the job (a flush that died is taken over by its own
+		// redelivery).
+		return act(Ack, 0, "held: the flush of its window is sending it"), true
 	case l.Record.State.Final() && l.Record.State != state.Invalid && l.Record.StreamSeq != 0 && l.Record.StreamSeq != f.Seq:
 		// Another copy of this notification (republished under another
 		// Nats-Msg-Id) was decided already: its outcome stands, and the
@@ -275,6 +304,17 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		return skip(f, state.SkippedSuppressed, "the address is on the suppression list"), true
 	case !f.Configured:
 		return skip(f, state.SkippedNotConfigured, "no mail transport is configured"), true
+	case f.Hold.Err != nil:
+		return unavailable(f, p, "could not hold it: "+f.Hold.Err.Error()), true
+	case f.Hold.Done:
+		return act(Ack, 0, "deferred until "+f.Hold.Until.UTC().Format(time.RFC3339)), true
+	}
+	if f.CanHold {
+		if windowEnd, notBefore, held := holdTimes(f, p); held {
+			return Decision{Step: Hold, Hold: &HoldRequest{WindowEnd: windowEnd, NotBefore: notBefore}}, true
+		}
+	}
+	switch {
 	case f.MessageID == "":
 		return Decision{Step: Compose}, true
 	}
@@ -298,6 +338,30 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 	// an earlier delivery of this message (a crash after claiming), or an
 	// expired claim of another copy.
 	return Decision{}, false
+}
+
+// holdTimes says whether the notification waits (§9.3) and until when:
+// the user's batching window or else the relay's, the quiet hours the
+// clock is in, the seen delay.
+func holdTimes(f Facts, p policy.Policy) (windowEnd, notBefore time.Time, held bool) {
+	window := p.BatchWindow
+	if f.Prefs.Batch.Set {
+		window = f.Prefs.Batch.Window
+	}
+	var quietEnd time.Time
+	if q := f.Prefs.Quiet; q != nil {
+		if end, inside := q.Until(f.Now, f.Prefs.TimeZone); inside {
+			quietEnd = end
+		}
+	}
+	return p.Hold(f.Event.OccurredAt, f.Now, window, quietEnd)
+}
+
+// deferredRecord is the record of a notification held until until.
+func deferredRecord(f Facts, until time.Time) state.Record {
+	r := f.Ledger.Record
+	return state.Record{State: state.Deferred, Type: string(f.Event.Type), Recipient: f.Event.Recipient.ID,
+		Attempts: r.Attempts, Error: r.Error, MessageID: r.MessageID, StreamSeq: f.Seq, UpdatedAt: f.Now, Until: until.UTC()}
 }
 
 // unavailable releases a delivery that could not read or write what it

@@ -130,7 +130,7 @@ func TestStartApplyNeverPutsCreateOnly(t *testing.T) {
 // InProgress after a nak (it would turn the nak's delay into AckWait).
 func TestKeepAliveStopsAtTheAct(t *testing.T) {
 	raw := &fakeMsg{}
-	m := hold(raw, 2*time.Millisecond)
+	m := keptAlive(raw, 2*time.Millisecond)
 	for deadline := time.Now().Add(5 * time.Second); raw.last() != "progress" && time.Now().Before(deadline); {
 		time.Sleep(2 * time.Millisecond)
 	}

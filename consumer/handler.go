@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/event"
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/state"
 	"github.com/mailrelay/mailrelay/prefs"
@@ -136,6 +137,9 @@ type Handler struct {
 	throttle *Throttle
 	healer   Healer
 	supp     Suppressions
+	holder   Holder
+	seen     Seen
+	batch    BatchComposeFunc
 	act      *actor
 	// brokenPrefs says a user's broken preferences once in a while, not
 	// at every notification.
@@ -191,6 +195,14 @@ func WithSuppressions(s Suppressions) Option { return func(h *Handler) { h.supp 
 // bucket wait for the relay to heal.
 func WithHealer(hl Healer) Option { return func(h *Handler) { h.healer = hl } }
 
+// WithHolding lets notifications wait in NOTIFY_HELD for a batching
+// window, quiet hours or the seen delay (§9.3): holder stores them, seen
+// answers notify_seen, batch composes a window's mail. Without it nothing
+// is held (and the Flusher cannot run).
+func WithHolding(holder Holder, seen Seen, batch BatchComposeFunc) Option {
+	return func(h *Handler) { h.holder, h.seen, h.batch = holder, seen, batch }
+}
+
 // WithThrottle replaces the default back-pressure (the policy's slow-down pauses).
 func WithThrottle(t *Throttle) Option { return func(h *Handler) { h.throttle = t } }
 
@@ -245,7 +257,7 @@ func (j *job) ref() Ref {
 // newJob reads the delivery's metadata and decodes its event.
 func (h *Handler) newJob(msg *delivery) *job {
 	j := &job{msg: msg, started: time.Now()}
-	j.f.Now, j.f.Configured = h.now(), h.cfg.Configured
+	j.f.Now, j.f.Configured, j.f.CanHold = h.now(), h.cfg.Configured, h.holder != nil
 	meta, err := msg.Metadata()
 	if err != nil {
 		j.f.NotDelivery = err
@@ -300,7 +312,12 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 				a, err = h.prefs.Email(ctx, j.f.Event.Recipient.ID, j.f.Event.Type)
 				return err
 			})
-			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, TimeZone: a.TimeZone, Err: err}
+			j.f.Prefs = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, TimeZone: a.TimeZone,
+				Quiet: a.Quiet, Batch: a.Batch, Err: err}
+			if a.Ignored != "" && h.brokenPrefs.first(j.f.Event.Recipient.ID+"\x00ignored", time.Now()) {
+				h.log.Warn("preferences: an optional field is ignored", zap.String("user", j.f.Event.Recipient.ID),
+					zap.String("problem", a.Ignored))
+			}
 			if a.Problem != "" {
 				h.obs.PrefsInvalid()
 				if h.brokenPrefs.first(j.f.Event.Recipient.ID, time.Now()) {
@@ -322,6 +339,8 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 				continue
 			}
 			j.mail, j.f.MessageID = m, m.MessageID
+		case Hold:
+			h.hold(ctx, j, d.Hold)
 		case CheckClaim:
 			if !check {
 				return d
@@ -335,6 +354,39 @@ func (h *Handler) advance(ctx context.Context, j *job, check bool) Decision {
 		default:
 			return d
 		}
+	}
+}
+
+// hold stores j's notification in NOTIFY_HELD, then writes its deferred
+// record with a compare-and-set at the revision read (none: it must have
+// no record). Stored first: a crash before the record is written leaves a
+// delivery that comes back and holds it again (the flush keeps one copy of
+// each notification). A conflict means another writer got there first (a
+// flush that already sent it, say): the record is read and the rules
+// applied again.
+func (h *Handler) hold(ctx context.Context, j *job, req *HoldRequest) {
+	ev := j.f.Event
+	var until time.Time
+	err := h.healing(ctx, j, "hold", func() (err error) {
+		until, err = h.holder.Hold(ctx, ev.Recipient.ID, hold.Item{Subject: j.msg.Subject(), Data: j.msg.Data(),
+			StreamSeq: j.f.Seq}, req.WindowEnd, req.NotBefore)
+		return err
+	})
+	if err != nil {
+		j.f.Hold.Err = err
+		return
+	}
+	_, err = h.ledger.Swap(ctx, ev.ID, deferredRecord(j.f, until), j.f.Ledger.Rev)
+	switch {
+	case err == nil:
+		j.f.Hold = HoldFacts{Done: true, Until: until}
+	case errors.Is(err, state.ErrConflict):
+		j.f.Claim.Conflicts++
+		j.f.Ledger = LedgerFacts{}
+	default:
+		h.obs.Failed("ledger_write")
+		h.healer.Trouble(err)
+		j.f.Hold.Err = err
 	}
 }
 

@@ -241,7 +241,7 @@ func (s *stages) wait(expired <-chan struct{}) bool {
 func (s *stages) prepare(raw jetstream.Msg) (*job, bool) {
 	h := s.r.h
 	h.obs.InFlight(1)
-	j := h.newJob(hold(raw, h.policy.KeepAliveInterval()))
+	j := h.newJob(keptAlive(raw, h.policy.KeepAliveInterval()))
 	d, ok := h.prepare(s.work, j)
 	if ok {
 		return j, true

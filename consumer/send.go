@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/internal/policy"
 	"github.com/mailrelay/mailrelay/internal/transport"
 	"go.uber.org/zap"
@@ -30,16 +31,17 @@ func (h *Handler) sendRecovered(ctx context.Context, j *job) (res SendResult) {
 			res = SendResult{Err: fmt.Errorf("send panicked: %v", p), Stopping: ctx.Err() != nil, At: h.now()}
 		}
 	}()
-	err := h.send(ctx, j)
+	err := h.send(ctx, j.mail, j.f.Event.OccurredAt)
 	return SendResult{Err: err, NotTried: errors.Is(err, errNotTried), WentStale: errors.Is(err, errStale),
 		Stopping: ctx.Err() != nil, At: h.now()}
 }
 
-// send hands j's mail to the backend, waiting out process-wide slow-down
+// send hands mail to the backend, waiting out process-wide slow-down
 // pauses (within the policy's SlowDownBudget) and the rate limit.
-// Staleness is judged again before each try, as a pause can outlast
+// Staleness (of a notification that occurred at occurred: the latest one
+// of a batch) is judged again before each try, as a pause can outlast
 // StaleAfter's margin: errStale means nothing was sent.
-func (h *Handler) send(ctx context.Context, j *job) error {
+func (h *Handler) send(ctx context.Context, mail *compose.Message, occurred time.Time) error {
 	deadline := time.Now().Add(h.policy.SlowDownBudget)
 	var slowed error // the last slow-down answer
 	for {
@@ -52,10 +54,10 @@ func (h *Handler) send(ctx context.Context, j *job) error {
 			}
 			return errNotTried
 		}
-		if h.policy.Stale(j.f.Event.OccurredAt, h.now()) {
+		if h.policy.Stale(occurred, h.now()) {
 			return errStale
 		}
-		err := h.sendOnce(ctx, j)
+		err := h.sendOnce(ctx, mail)
 		if err == nil {
 			h.throttle.Reset()
 			return nil
@@ -69,7 +71,7 @@ func (h *Handler) send(ctx context.Context, j *job) error {
 	}
 }
 
-func (h *Handler) sendOnce(ctx context.Context, j *job) error {
+func (h *Handler) sendOnce(ctx context.Context, mail *compose.Message) error {
 	if h.limiter != nil {
 		if err := h.limiter.Wait(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -84,7 +86,7 @@ func (h *Handler) sendOnce(ctx context.Context, j *job) error {
 		defer cancel()
 	}
 	start := time.Now()
-	err := h.sender.Send(ctx, j.mail)
+	err := h.sender.Send(ctx, mail)
 	h.obs.Sent(time.Since(start), err)
 	return err
 }

@@ -121,6 +121,8 @@ type Relay struct {
 	StaleAfter      time.Duration   `env:"MAILRELAY_STALE_AFTER"` // 0 disables
 	MaxRate         float64         `env:"MAILRELAY_MAX_RATE"`    // mails per second; 0 is no limit
 	ShutdownTimeout time.Duration   `env:"MAILRELAY_SHUTDOWN_TIMEOUT"`
+	BatchWindow     time.Duration   `env:"MAILRELAY_BATCH_WINDOW"` // 0: off (§9.3)
+	SeenDelay       time.Duration   `env:"MAILRELAY_SEEN_DELAY"`   // 0: off (§9.3)
 }
 
 // Log is the logger's setup.
@@ -242,6 +244,8 @@ func (c *Config) Policy() policy.Policy {
 	p.AckWait = c.JetStream.AckWait
 	p.StaleAfter = c.Relay.StaleAfter
 	p.SendTimeout = 2 * c.Email.Timeout
+	p.BatchWindow = c.Relay.BatchWindow
+	p.SeenDelay = c.Relay.SeenDelay
 	return p
 }
 

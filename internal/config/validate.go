@@ -366,6 +366,8 @@ func (c *Config) checkRelay(k *checker) {
 	k.check(r.StaleAfter >= 0, "MAILRELAY_STALE_AFTER", fmtDuration(r.StaleAfter))
 	k.check(r.MaxRate >= 0 && !math.IsInf(r.MaxRate, 0), "MAILRELAY_MAX_RATE", strconv.FormatFloat(r.MaxRate, 'g', -1, 64))
 	k.check(r.ShutdownTimeout > 0, "MAILRELAY_SHUTDOWN_TIMEOUT", fmtDuration(r.ShutdownTimeout))
+	k.check(r.BatchWindow >= 0 && r.BatchWindow <= policy.MaxBatchWindow, "MAILRELAY_BATCH_WINDOW", fmtDuration(r.BatchWindow))
+	k.check(r.SeenDelay >= 0 && r.SeenDelay <= policy.MaxBatchWindow, "MAILRELAY_SEEN_DELAY", fmtDuration(r.SeenDelay))
 }
 
 // Warnings returns what is allowed but probably not meant, each naming its
@@ -432,6 +434,10 @@ func (c *Config) Warnings() []string {
 	if s := c.Relay.StaleAfter; s > 0 && s <= total {
 		warn("MAILRELAY_STALE_AFTER (%s) is not longer than the MAILRELAY_RETRY_DELAYS total (%s): a retried notification may turn skipped_stale before its last attempt",
 			fmtDuration(s), fmtDuration(total))
+	}
+	if s, w := c.Relay.StaleAfter, max(c.Relay.BatchWindow, c.Relay.SeenDelay); s > 0 && w >= s {
+		warn("MAILRELAY_STALE_AFTER (%s) is not longer than MAILRELAY_BATCH_WINDOW/MAILRELAY_SEEN_DELAY (%s): held notifications turn skipped_stale before they go out",
+			fmtDuration(s), fmtDuration(w))
 	}
 	ws = append(ws, c.dkimWarnings()...)
 	return ws

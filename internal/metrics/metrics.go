@@ -37,10 +37,22 @@ type Metrics struct {
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	redelivered    prometheus.Gauge
+	deferred       prometheus.Gauge
+	deferredRcpts  prometheus.Gauge
+	deferredOldest prometheus.Gauge
 
 	mu       sync.Mutex
 	lastSend LastSend
 	info     ConsumerFigures
+	held     Held
+}
+
+// Held is what NOTIFY_HELD holds (§9.3), as the last look found it.
+type Held struct {
+	Notifications int       `json:"notifications"`
+	Recipients    int       `json:"recipients"`
+	Oldest        time.Time `json:"oldest,omitzero"` // when the oldest held notification was stored
+	Error         string    `json:"error,omitempty"`
 }
 
 // LastSend is the time and result of the most recent send.
@@ -80,7 +92,7 @@ func New(version string) *Metrics {
 		ledgerFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_ledger_write_failures_total",
 			Help: "Ledger writes (notify_email_state) that failed after their retries: the delivery was released for a retry, or, after a send, acked with its record left sending."}),
 		readFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mailrelay_read_failures_total",
-			Help: "Reads and claim writes that failed: op ledger_read, claim_write (notify_email_state) or prefs_read (notify_prefs). Each is tried again once the relay has healed."}, []string{"op"}),
+			Help: "Reads and writes that failed: op ledger_read, claim_write, ledger_write (notify_email_state), prefs_read (notify_prefs), suppression_read (notify_suppressed) or hold (NOTIFY_HELD). Each is tried again once the relay has healed."}, []string{"op"}),
 		prefsInvalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_prefs_invalid_total",
 			Help: "Preference lookups that met a stored value that is not valid (read as off; the record's error says why)."}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailrelay_suppressed_total",
@@ -93,13 +105,20 @@ func New(version string) *Metrics {
 			Help: "Deliveries waiting for an ack."}),
 		redelivered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_consumer_redelivered",
 			Help: "Deliveries that were redelivered and are not yet acked."}),
+		deferred: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_deferred",
+			Help: "Notifications held in NOTIFY_HELD (state deferred) for a batching window, quiet hours or the seen delay."}),
+		deferredRcpts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_deferred_recipients",
+			Help: "Recipients with notifications held in NOTIFY_HELD."}),
+		deferredOldest: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_deferred_oldest_seconds",
+			Help: "Age of the oldest notification held in NOTIFY_HELD (0: none)."}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailrelay_build_info",
 		Help: "Build information.", ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)
 	m.initSeries()
 	r.MustRegister(m.notifications, m.decisions, m.sendSeconds, m.smtpErrors, m.inFlight, m.retries,
-		m.advisories, m.ledgerFailures, m.readFailures, m.prefsInvalid, m.suppressed, m.ready, m.pending, m.ackPending, m.redelivered, build,
+		m.advisories, m.ledgerFailures, m.readFailures, m.prefsInvalid, m.suppressed, m.ready, m.pending, m.ackPending, m.redelivered,
+		m.deferred, m.deferredRcpts, m.deferredOldest, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -110,7 +129,8 @@ func New(version string) *Metrics {
 func (m *Metrics) initSeries() {
 	for _, t := range event.Types {
 		for _, st := range []state.State{state.Sent, state.SkippedOptedOut, state.SkippedNoEmail,
-			state.SkippedNotConfigured, state.InboxOnly, state.Invalid, state.SkippedStale, state.SkippedSuppressed} {
+			state.SkippedNotConfigured, state.InboxOnly, state.Invalid, state.SkippedStale, state.SkippedSuppressed,
+			state.SkippedSeen, state.SkippedUnchanged} {
 			m.notifications.WithLabelValues(string(t), string(st))
 		}
 	}
@@ -123,7 +143,7 @@ func (m *Metrics) initSeries() {
 	for _, result := range []string{"inbox_only", "already_final", "gone", "ignored"} {
 		m.advisories.WithLabelValues(result)
 	}
-	for _, op := range []string{"ledger_read", "prefs_read", "suppression_read", "claim_write"} {
+	for _, op := range []string{"ledger_read", "prefs_read", "suppression_read", "claim_write", "hold", "ledger_write"} {
 		m.readFailures.WithLabelValues(op)
 	}
 	m.SetReady("starting")
@@ -207,6 +227,27 @@ func (m *Metrics) Last() LastSend {
 }
 
 // Figures returns the consumer figures last polled.
+// SetHeld records what NOTIFY_HELD holds, at now.
+func (m *Metrics) SetHeld(h Held, now time.Time) {
+	m.deferred.Set(float64(h.Notifications))
+	m.deferredRcpts.Set(float64(h.Recipients))
+	age := 0.0
+	if !h.Oldest.IsZero() {
+		age = max(now.Sub(h.Oldest).Seconds(), 0)
+	}
+	m.deferredOldest.Set(age)
+	m.mu.Lock()
+	m.held = h
+	m.mu.Unlock()
+}
+
+// HeldFigures is what SetHeld last recorded.
+func (m *Metrics) HeldFigures() Held {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.held
+}
+
 func (m *Metrics) Figures() ConsumerFigures {
 	m.mu.Lock()
 	defer m.mu.Unlock()

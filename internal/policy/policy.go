@@ -77,6 +77,42 @@ type Policy struct {
 	// LedgerRetryDelay is the delay before redelivery when the ledger or
 	// the preferences cannot be read, or a ledger write failed for good.
 	LedgerRetryDelay time.Duration
+	// BatchWindow (MAILRELAY_BATCH_WINDOW) is how long a recipient's first
+	// notification waits for others to go out with it as one mail; 0: off
+	// (one mail per notification, as in v1). A user's "batch" preference
+	// overrides it.
+	BatchWindow time.Duration
+	// SeenDelay (MAILRELAY_SEEN_DELAY): no mail goes out earlier than this
+	// after occurred_at, so that what the recipient saw in the app by then
+	// is not mailed; 0: off.
+	SeenDelay time.Duration
+}
+
+// MaxBatchWindow bounds MAILRELAY_BATCH_WINDOW and the "batch" preference.
+const MaxBatchWindow = 24 * time.Hour
+
+// Hold says whether a notification that occurred at occurred, decided at
+// now, waits before its mail goes out (contract §9.3), and until when at
+// the least: window is the batching window in force (the user's, else
+// BatchWindow; 0: none), quietEnd the end of the quiet hours now falls in
+// (zero: not in quiet hours). notBefore is the notification's own earliest
+// time (quiet hours, seen delay); windowEnd adds the window it would open.
+// With every setting at its default nothing is held.
+func (p Policy) Hold(occurred, now time.Time, window time.Duration, quietEnd time.Time) (windowEnd, notBefore time.Time, held bool) {
+	notBefore = now
+	if p.SeenDelay > 0 {
+		if seen := occurred.Add(p.SeenDelay); seen.After(notBefore) {
+			notBefore = seen
+		}
+	}
+	if quietEnd.After(notBefore) {
+		notBefore = quietEnd
+	}
+	windowEnd = notBefore
+	if window > 0 && now.Add(window).After(windowEnd) {
+		windowEnd = now.Add(window)
+	}
+	return windowEnd, notBefore, window > 0 || notBefore.After(now)
 }
 
 // Default is the policy an operator gets with no variable set.
@@ -130,6 +166,9 @@ func (p Policy) Validate() error {
 	}
 	if p.StaleAfter < 0 || p.SendTimeout < 0 {
 		errs = append(errs, errors.New("StaleAfter and SendTimeout may not be negative"))
+	}
+	if p.BatchWindow < 0 || p.BatchWindow > MaxBatchWindow || p.SeenDelay < 0 || p.SeenDelay > MaxBatchWindow {
+		errs = append(errs, fmt.Errorf("BatchWindow and SeenDelay must be between 0 and %s", MaxBatchWindow))
 	}
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mailrelay/mailrelay/headers"
 	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/embedded"
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/httpapi"
 	"github.com/mailrelay/mailrelay/internal/metrics"
 	"github.com/mailrelay/mailrelay/internal/policy"
@@ -89,7 +90,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		Ready:      hl.Ready,
 		AdminToken: cfg.HTTP.AdminToken.Reveal(),
 		Registry:   m.Registry,
-		Status:     func() any { return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last()} },
+		Status: func() any {
+			return liveStatus{Status: cfg.Status(), ConsumerFigures: m.Figures(), LastSend: m.Last(), Deferred: m.HeldFigures()}
+		},
 		Suppressions: func() httpapi.Suppressions {
 			if s := supp.Load(); s != nil {
 				return s
@@ -177,6 +180,10 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	if cfg.Relay.MaxRate > 0 {
 		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
 	}
+	// Volume control (§9.3): held notifications live in NOTIFY_HELD; any
+	// relay flushes any window.
+	holder := hold.New(js, h.Held)
+	hopts = append(hopts, consumer.WithHolding(holder, hold.NewSeen(h.Seen), composer.ComposeBatch))
 	prefCache := prefs.NewCache(h.Prefs, nc) // watch-backed; its watcher runs in the group below
 	handler := consumer.NewHandler(consumer.Config{
 		Policy:        cfg.Policy(),
@@ -185,14 +192,15 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.ComposeFor, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
+	flusher := consumer.NewFlusher(h.Flush, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	hl.setProbe(func() problem {
 		if !runner.Bound() {
 			return problem{"not_bound", "not bound to the consumer " + provision.Consumer}
 		}
 		return problem{}
 	})
-	var consuming, advising loop
-	hr.restart = func() { consuming.restart(); advising.restart() }
+	var consuming, advising, flushing loop
+	hr.restart = func() { consuming.restart(); advising.restart(); flushing.restart() }
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { hr.run(gctx); return nil })
@@ -200,6 +208,8 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	g.Go(func() error { return prefCache.Run(gctx) })
 	g.Go(func() error { return suppressions.Run(gctx) })
 	g.Go(func() error { return advising.run(gctx, "advisories", log, advisories.Run) })
+	g.Go(func() error { return flushing.run(gctx, "flusher", log, flusher.Run) })
+	g.Go(func() error { sweepHeld(gctx, holder, m, log, heldSweepEvery); return nil })
 	g.Go(func() error {
 		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
 		return consuming.run(gctx, "consumer", log, func(ctx context.Context) error {
@@ -218,11 +228,44 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	return err
 }
 
+// heldSweepEvery is how often a relay looks at what NOTIFY_HELD holds.
+const heldSweepEvery = 15 * time.Second
+
+// sweepHeld keeps the deferred figures current and gives orphaned held
+// notifications (no window pending: a relay died between storing one and
+// opening its window) a window that closes now.
+func sweepHeld(ctx context.Context, holder *hold.Store, m *metrics.Metrics, log *zap.Logger, every time.Duration) {
+	failing := false
+	for {
+		st, orphans, err := holder.Sweep(ctx, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			m.SetHeld(metrics.Held{Error: err.Error()}, time.Now())
+			if !failing {
+				log.Warn("could not look at the held notifications", zap.Error(err))
+			}
+			failing = true
+		case err == nil:
+			m.SetHeld(metrics.Held{Notifications: st.Notifications, Recipients: st.Recipients, Oldest: st.Oldest}, time.Now())
+			if orphans > 0 {
+				log.Warn("held notifications without a window: flushing them now", zap.Int("recipients", orphans))
+			}
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
 // liveStatus is the §7 JSON plus live figures.
 type liveStatus struct {
 	config.Status
 	metrics.ConsumerFigures
 	LastSend metrics.LastSend `json:"last_send"`
+	Deferred metrics.Held     `json:"deferred"`
 }
 
 // keepRunning runs f again (with a growing pause) whenever it fails, until

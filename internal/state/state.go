@@ -37,6 +37,18 @@ const (
 	SkippedStale         State = "skipped_stale"
 	// SkippedSuppressed: the address is on the suppression list (§9.2).
 	SkippedSuppressed State = "skipped_suppressed"
+	// SkippedSeen: the recipient saw the notification in the app before
+	// its mail was due (§9.2, MAILRELAY_SEEN_DELAY).
+	SkippedSeen State = "skipped_seen"
+	// SkippedUnchanged: a date change that a later change in the same
+	// batch undid (the date ends where it started), so the batch leaves it
+	// out (an extension to the contract's table, docs/volume.md).
+	SkippedUnchanged State = "skipped_unchanged"
+
+	// Deferred marks a notification held in NOTIFY_HELD for a batching
+	// window, quiet hours or the seen delay (§9.2); Until says until when.
+	// It is a working state: the flush of the window decides it.
+	Deferred State = "deferred"
 
 	// Sending marks a notification claimed by one delivery that is talking
 	// to the mail backend now (an extension to the contract's table).
@@ -53,7 +65,7 @@ func (s State) Done() bool { return s == Sent || s == InboxOnly }
 
 // Final reports whether the state is an outcome rather than a working state.
 // The max-deliveries advisory does not overwrite a final state.
-func (s State) Final() bool { return s != Sending && s != Retrying && s != "" }
+func (s State) Final() bool { return s != Sending && s != Retrying && s != Deferred && s != "" }
 
 // Record is the JSON value stored per notification.
 type Record struct {
@@ -73,6 +85,17 @@ type Record struct {
 	// the claim of an earlier delivery, and a delivery that meets the claim
 	// of a later one is stale (JetStream redelivered it elsewhere).
 	Delivery int `json:"delivery,omitempty"`
+	// Until is when a deferred notification is due to go out (§9.2).
+	Until time.Time `json:"until,omitzero"`
+	// Batch is how many notifications the mail that carried this one
+	// carried (§9.2), on the records a flush writes: its "sending" claim
+	// and the outcome.
+	Batch int `json:"batch,omitempty"`
+	// FlushSeq is the NOTIFY_HELD sequence of the window's due message
+	// whose flush wrote a "sending" claim (Delivery is then that message's
+	// delivery number): a redelivery of the same due message takes the
+	// claim over after a crash; any other delivery leaves it to its owner.
+	FlushSeq uint64 `json:"flush_seq,omitempty"`
 }
 
 // Errors returned by Store.
