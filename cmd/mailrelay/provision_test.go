@@ -56,7 +56,8 @@ func TestProvisionCommand(t *testing.T) {
 	t.Logf("provision took %v:\n%s", time.Since(start).Round(time.Millisecond), out)
 	for _, want := range []string{"provisioned on " + ns.URL(), "stream", "NOTIFY", "notify.>", "mailrelay on NOTIFY",
 		"NOTIFY_ADVISORIES", "mailrelay_advisories on NOTIFY_ADVISORIES", "notify_prefs", "notify_email_state", "REPLICAS",
-		"duplicate window 1h0m0s", "max deliver 3", "ttl 720h0m0s"} {
+		"duplicate window 1h0m0s", "max deliver 3", "ttl 720h0m0s",
+		"NOTIFY_HELD", "message schedules", "mailrelay_flush on NOTIFY_HELD", "notify_seen"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("provision output lacks %q:\n%s", want, out)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailrelay/mailrelay/event"
 	"github.com/mailrelay/mailrelay/internal/config"
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/natstest"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/relay"
@@ -99,6 +100,18 @@ func TestObjectsDeletedUnderRelay(t *testing.T) {
 				_, err := e.js.Consumer(ctx, provision.Stream, provision.Consumer)
 				return err
 			}, false},
+		{"stream " + hold.Stream,
+			func(ctx context.Context, e *env) error { return e.js.DeleteStream(ctx, hold.Stream) },
+			func(ctx context.Context, e *env) error {
+				_, err := e.js.Consumer(ctx, hold.Stream, hold.Consumer)
+				return err
+			}, false},
+		{"bucket " + provision.SeenBucket,
+			func(ctx context.Context, e *env) error { return e.js.DeleteKeyValue(ctx, provision.SeenBucket) },
+			func(ctx context.Context, e *env) error {
+				_, err := e.js.KeyValue(ctx, provision.SeenBucket)
+				return err
+			}, true},
 		{"stream " + provision.AdvisoryStream,
 			func(ctx context.Context, e *env) error { return e.js.DeleteStream(ctx, provision.AdvisoryStream) },
 			func(ctx context.Context, e *env) error {
