@@ -318,6 +318,8 @@ type emailState struct {
 	Error     string    `json:"error"`
 	MessageID string    `json:"message_id"`
 	UpdatedAt time.Time `json:"updated_at"`
+	Until     string    `json:"until"` // deferred: when its window closes (§9.2)
+	Batch     int       `json:"batch"` // sent in a mail that carried this many
 }
 
 // stateGet reads and decodes the notify_email_state record for a
