@@ -12,7 +12,11 @@
 //     process, draining a 100,000 and a 10,000 backlog;
 //  5. remote:  the sink waits 20 ms per mail; throughput at K = 16;
 //  7. rtt:     relay and go-mail alone through a latency proxy
-//     (tools/latencyproxy) at RTT 0, 20 and 80 ms, K = 1, 8, 16.
+//     (tools/latencyproxy) at RTT 0, 20 and 80 ms, K = 1, 8, 16;
+//  8. batch:   a 2 s batching window, 100 recipients × 50 notifications:
+//     mails/s, notifications/s, flush latency (volume.go);
+//  9. held:    100,000 notifications held for 10,000 recipients (1 h
+//     window): the relay process's peak RSS after 10,000 and 100,000.
 //
 // Then it runs the Go micro-benchmarks (decode, decide, compose, render)
 // and prints a table, which it also writes to -out (bench/RESULTS.md).
@@ -62,7 +66,7 @@ var (
 	flagCPUProfile = flag.String("cpuprofile", "", "write a CPU profile of the drain with K = -profile-k here")
 	flagProfileK   = flag.Int("profile-k", 8, "the drain concurrency -cpuprofile profiles")
 	flagNATSProf   = flag.String("nats-cpuprofile", "", "write a CPU profile of nats-server (its --profile port) during the profiled drain here")
-	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,rtt,optout,gobench (default all)")
+	flagOnly       = flag.String("only", "", "comma-separated scenarios to run: limit,drain,latency,memory,remote,rtt,optout,batch,held,gobench (default all)")
 	flagScale      = flag.Float64("scale", 1, "multiply every N by this (quick trials; results are not comparable)")
 	flagVerbose    = flag.Bool("v", false, "log progress")
 	flagKs         = flag.String("k", "1,4,8,16", "concurrencies of the limit and drain runs")
@@ -303,6 +307,26 @@ func run() error {
 		r.row("6 drain, all opted out", "8", strconv.Itoa(n),
 			fmt.Sprintf("%s; CPU/notif. relay %s, nats %s", strings.Replace(rateSpread(rs), "mails/s", "notifications/s", 1),
 				us(res.selfCPU), us(res.natsCPU)), "", "", "")
+	}
+	if want("batch") {
+		res, err := batchRun(batchK, batchUsers, batchEach, batchWindow)
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
+		}
+		r.batchRows(res, batchUsers, batchEach)
+	}
+	if want("held") {
+		bin, cleanup, err := buildRelay()
+		if err != nil {
+			return err
+		}
+		users := scaled(heldUsers)
+		res, err := heldRun(bin, heldK, users, heldEach)
+		cleanup()
+		if err != nil {
+			return fmt.Errorf("held: %w", err)
+		}
+		r.heldRows(res)
 	}
 	if want("gobench") {
 		logf("go benchmarks")
@@ -804,8 +828,15 @@ func prepare(ctx context.Context, natsURL string, cfg *config.Config, run string
 
 func publishAsync(ctx context.Context, js jetstream.JetStream, run string, from, n int) error {
 	now := time.Now()
+	return publishEvents(ctx, js, from, n, func(i int) *event.Event { return benchEvent(run, i, now) })
+}
+
+// publishEvents publishes events from to from+n (gen builds each)
+// asynchronously, waits for every ack and checks that NOTIFY holds at
+// least from+n messages.
+func publishEvents(ctx context.Context, js jetstream.JetStream, from, n int, gen func(i int) *event.Event) error {
 	for i := from; i < from+n; i++ {
-		ev := benchEvent(run, i, now)
+		ev := gen(i)
 		subj, data := encode(ev)
 		msg := nats.NewMsg(subj)
 		msg.Data = data
@@ -1256,7 +1287,7 @@ func (r *report) write(path string) error {
 	b.WriteString("# mailrelay benchmark results\n\n")
 	b.WriteString("Written by `make bench` (bench/main.go). Everything runs on 127.0.0.1 on this machine:\n")
 	b.WriteString("a real nats-server with file storage, the discarding SMTP sink of tools/smtpsink,\n")
-	b.WriteString("the relay (in-process for 2, 3, 5 and 6; the built binary as its own process for 4).\n\n")
+	b.WriteString("the relay (in-process for 2, 3, 5, 6, 7 and 8; the built binary as its own process for 4 and 9).\n\n")
 	b.WriteString("```\n")
 	for _, l := range r.machine {
 		b.WriteString(l + "\n")

@@ -6,6 +6,8 @@
 package sink
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -26,6 +28,13 @@ type Options struct {
 	// first envelope recipient and the time of acceptance (just before the
 	// 250 reply is written). It must be quick and safe for concurrent use.
 	OnAccept func(rcpt string, at time.Time)
+	// OnMessageID, when set, is called once per accepted message with the
+	// value of its Message-ID header (angle brackets included; "" when it
+	// has none) and the same time of acceptance as OnAccept. Setting it
+	// makes the sink read each message's header section; without it the
+	// data is discarded unread. It must be quick and safe for concurrent
+	// use.
+	OnMessageID func(messageID string, at time.Time)
 }
 
 // Sink is a running server.
@@ -116,6 +125,12 @@ func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (se *session) Data(r io.Reader) error {
+	var id string
+	if se.s.opts.OnMessageID != nil {
+		br := bufio.NewReader(r)
+		id = messageID(br)
+		r = br
+	}
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
@@ -129,10 +144,51 @@ func (se *session) Data(r io.Reader) error {
 		}
 	}
 	se.s.count.Add(1)
+	at := time.Now()
 	if f := se.s.opts.OnAccept; f != nil {
-		f(se.rcpt, time.Now())
+		f(se.rcpt, at)
+	}
+	if f := se.s.opts.OnMessageID; f != nil {
+		f(id, at)
 	}
 	return nil
+}
+
+// messageID reads the header section from r (up to the blank line that
+// ends it, or the end of the data) and returns the value of its first
+// Message-ID field, unfolded and trimmed; "" when there is none.
+func messageID(r *bufio.Reader) string {
+	var id []byte
+	in := false   // the field being read is Message-ID (continuation lines follow)
+	rest := false // this piece continues a line longer than the buffer
+	for {
+		piece, err := r.ReadSlice('\n')
+		body := bytes.TrimRight(piece, "\r\n")
+		switch {
+		case rest:
+			if in {
+				id = append(id, body...)
+			}
+		case len(body) == 0 && len(piece) > 0:
+			return string(bytes.TrimSpace(id)) // the blank line: end of the header
+		case len(body) == 0:
+		case body[0] == ' ' || body[0] == '\t':
+			if in {
+				id = append(id, body...)
+			}
+		default:
+			in = false
+			if id == nil {
+				if name, v, ok := bytes.Cut(body, []byte{':'}); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Message-ID")) {
+					id, in = append([]byte{}, v...), true
+				}
+			}
+		}
+		rest = err == bufio.ErrBufferFull
+		if err != nil && !rest {
+			return string(bytes.TrimSpace(id))
+		}
+	}
 }
 
 func (se *session) Reset()        { se.rcpt = "" }
