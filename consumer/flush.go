@@ -208,11 +208,14 @@ func (fl *Flusher) flush(ctx context.Context, recipient string, seq uint64, deli
 	if len(include) > 0 {
 		fl.send(ctx, recipient, include, seq, delivery, now, log)
 	}
+	var skipped []*heldNote
+	var recs []state.Record
 	for _, n := range notes {
 		if n.d.Verdict == Skip && !n.recorded {
-			fl.record(n, skipRecord(n, now), log)
+			skipped, recs = append(skipped, n), append(recs, skipRecord(n, now))
 		}
 	}
+	fl.recordAll(skipped, recs, log)
 	return flushDone, fl.settle(ctx, recipient, items, notes, dups, more, now)
 }
 
@@ -238,10 +241,11 @@ func (fl *Flusher) decode(items []hold.Item, log *zap.Logger) (notes []*heldNote
 	return notes, dups
 }
 
-// facts reads what DecideItem needs: the ledger record of each, the
-// preferences (once per type), the suppression list (once), notify_seen
-// (for those still to be decided). A failure to reach NOTIFY_HELD's
-// neighbours is a fact (the notification waits), not an error.
+// facts reads what DecideItem needs: the preferences (once per type;
+// mostly from memory), the ledger record and notify_seen entry of each
+// (read in parallel: a flush of 50 must not cost 100 round trips one
+// after another), the suppression list (once). A failure to read is a
+// fact (the notification waits), not an error.
 func (fl *Flusher) facts(ctx context.Context, recipient string, notes []*heldNote, seq uint64, delivery int, now time.Time) error {
 	h := fl.h
 	answers := map[event.Type]PrefsFacts{}
@@ -249,34 +253,54 @@ func (fl *Flusher) facts(ctx context.Context, recipient string, notes []*heldNot
 	for _, n := range notes {
 		f := &n.f
 		f.Event, f.Due, f.Now, f.FlushSeq, f.Delivery, f.Configured = n.ev, n.item.Due, now, seq, delivery, h.cfg.Configured
-		f.Record, f.Rev, f.RecordErr = h.ledger.Get(ctx, n.ev.ID)
-		if errors.Is(f.RecordErr, state.ErrNotFound) {
-			f.RecordErr = nil
-		}
-		if f.RecordErr != nil {
-			h.obs.Failed("ledger_read")
-		}
 		pf, ok := answers[n.ev.Type]
 		if !ok {
 			a, err := h.prefs.Email(ctx, recipient, n.ev.Type)
+			if err != nil {
+				h.obs.Failed("prefs_read")
+			}
 			pf = PrefsFacts{Read: true, On: a.On, Problem: a.Problem, TimeZone: a.TimeZone, Quiet: a.Quiet, Batch: a.Batch, Err: err}
 			answers[n.ev.Type] = pf
 		}
 		f.Prefs = pf
-		if !pf.On || f.RecordErr != nil || f.Record.State.Final() {
-			continue
-		}
-		if supp == nil {
+		if pf.On && supp == nil {
 			on, err := h.supp.Suppressed(ctx, n.ev.Recipient.Email)
+			if err != nil {
+				h.obs.Failed("suppression_read")
+			}
 			supp = &SuppressionFacts{Read: true, Suppressed: on, Err: err}
 		}
-		f.Suppression = *supp
-		if h.seen != nil {
-			f.Seen, f.SeenErr = h.seen.Seen(ctx, n.ev.ID)
+		if supp != nil {
+			f.Suppression = *supp
 		}
 	}
+	sem := make(chan struct{}, flushReaders)
+	var wg sync.WaitGroup
+	for _, n := range notes {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f := &n.f
+			f.Record, f.Rev, f.RecordErr = h.ledger.Get(ctx, n.ev.ID)
+			if errors.Is(f.RecordErr, state.ErrNotFound) {
+				f.RecordErr = nil
+			}
+			if f.RecordErr != nil {
+				h.obs.Failed("ledger_read")
+			}
+			if h.seen != nil && f.Prefs.On && f.RecordErr == nil && !f.Record.State.Final() {
+				f.Seen, f.SeenErr = h.seen.Seen(ctx, n.ev.ID)
+			}
+		}()
+	}
+	wg.Wait()
 	return ctx.Err()
 }
+
+// flushReaders bounds the reads one flush has in flight.
+const flushReaders = 16
 
 // send claims the notifications to include, composes one mail of those
 // claimed, sends it and records each outcome; each note's verdict then
@@ -364,7 +388,8 @@ func (fl *Flusher) outcome(ctx context.Context, carried []*heldNote, mail *compo
 	h := fl.h
 	why := failure(res.Err)
 	var supp *Suppression
-	for _, n := range carried {
+	recs := make([]state.Record, len(carried))
+	for i, n := range carried {
 		rec := n.f.Record
 		rec.Attempts++
 		rec.State, rec.Error, rec.UpdatedAt, rec.FlushSeq, rec.Delivery = "", "", res.At, 0, 0
@@ -400,11 +425,31 @@ func (fl *Flusher) outcome(ctx context.Context, carried []*heldNote, mail *compo
 			d = wait(res.At.Add(h.policy.RetryDelay(rec.Attempts)), "temporary failure: "+why)
 		}
 		d.State = rec.State
-		n.d = d
-		fl.record(n, rec, log)
+		n.d, recs[i] = d, rec
 	}
+	fl.recordAll(carried, recs, log)
 	if supp != nil {
 		h.act.suppress(Ref{EventID: carried[0].ev.ID, Type: string(carried[0].ev.Type)}, *supp)
+	}
+}
+
+// recordAll writes the records of notes together (started at once, then
+// waited for); any that fails is written again synchronously, with the
+// actor's retries.
+func (fl *Flusher) recordAll(notes []*heldNote, recs []state.Record, log *zap.Logger) {
+	pending := make([]state.Pending, len(notes))
+	for i, n := range notes {
+		p, err := fl.h.ledger.PutAsync(n.ev.ID, recs[i])
+		if err == nil {
+			pending[i] = p
+		}
+	}
+	for i, n := range notes {
+		if p := pending[i]; p != nil && p.Wait() == nil {
+			fl.recorded(n, recs[i])
+			continue
+		}
+		fl.record(n, recs[i], log)
 	}
 }
 
@@ -420,10 +465,16 @@ func (fl *Flusher) record(n *heldNote, rec state.Record, log *zap.Logger) {
 		n.d = wait(h.now().Add(h.policy.LedgerRetryDelay), "ledger write failed")
 		return
 	}
+	fl.recorded(n, rec)
+}
+
+// recorded logs a held notification's record once stored, and counts an outcome.
+func (fl *Flusher) recorded(n *heldNote, rec state.Record) {
 	n.recorded = true
-	h.act.logDecision(ref, d)
+	ref := Ref{EventID: n.ev.ID, Type: string(n.ev.Type), StreamSeq: n.item.StreamSeq}
+	fl.h.act.logDecision(ref, Decision{Step: Act, Action: Ack, Reason: n.d.Reason, Write: &Write{Mode: Put, Key: n.ev.ID, Record: rec}})
 	if rec.State.Final() {
-		h.obs.Recorded(ref.Type, rec.State)
+		fl.h.obs.Recorded(ref.Type, rec.State)
 	}
 }
 
