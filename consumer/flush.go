@@ -151,7 +151,7 @@ func (fl *Flusher) Flush(ctx context.Context, m *delivery) {
 		_ = m.act(act(Term, 0, "invalid recipient id"))
 		return
 	}
-	out, err := fl.flush(ctx, recipient, meta.Sequence.Stream, int(meta.NumDelivered), log)
+	out, err := fl.flush(ctx, recipient, meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp, log)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		_ = m.act(act(Nak, 0, "shutdown"))
@@ -177,7 +177,7 @@ const (
 )
 
 // flush does the work of Flush.
-func (fl *Flusher) flush(ctx context.Context, recipient string, seq uint64, delivery int, log *zap.Logger) (flushOutcome, error) {
+func (fl *Flusher) flush(ctx context.Context, recipient string, seq uint64, delivery int, firedAt time.Time, log *zap.Logger) (flushOutcome, error) {
 	h := fl.h
 	items, more, err := h.holder.Items(ctx, recipient, maxListed)
 	if err != nil {
@@ -188,7 +188,7 @@ func (fl *Flusher) flush(ctx context.Context, recipient string, seq uint64, deli
 	}
 	now := h.now()
 	notes, dups := fl.decode(items, log)
-	if err := fl.facts(ctx, recipient, notes, seq, delivery, now); err != nil {
+	if err := fl.facts(ctx, recipient, notes, seq, delivery, now, firedAt); err != nil {
 		return flushDone, err
 	}
 	var include []*heldNote
@@ -246,13 +246,13 @@ func (fl *Flusher) decode(items []hold.Item, log *zap.Logger) (notes []*heldNote
 // (read in parallel: a flush of 50 must not cost 100 round trips one
 // after another), the suppression list (once). A failure to read is a
 // fact (the notification waits), not an error.
-func (fl *Flusher) facts(ctx context.Context, recipient string, notes []*heldNote, seq uint64, delivery int, now time.Time) error {
+func (fl *Flusher) facts(ctx context.Context, recipient string, notes []*heldNote, seq uint64, delivery int, now, firedAt time.Time) error {
 	h := fl.h
 	answers := map[event.Type]PrefsFacts{}
 	var supp *SuppressionFacts
 	for _, n := range notes {
 		f := &n.f
-		f.Event, f.Due, f.Now, f.FlushSeq, f.Delivery, f.Configured = n.ev, n.item.Due, now, seq, delivery, h.cfg.Configured
+		f.Event, f.Due, f.Now, f.FiredAt, f.FlushSeq, f.Delivery, f.Configured = n.ev, n.item.Due, now, firedAt, seq, delivery, h.cfg.Configured
 		pf, ok := answers[n.ev.Type]
 		if !ok {
 			a, err := h.prefs.Email(ctx, recipient, n.ev.Type)

@@ -26,6 +26,10 @@ type ItemFacts struct {
 	Configured  bool
 
 	Now time.Time
+	// FiredAt is when the window's schedule fired, by the server's clock
+	// (the due message's timestamp): what was due then is due, whatever
+	// this relay's clock says.
+	FiredAt time.Time
 	// FlushSeq and Delivery name the due message being flushed (its
 	// NOTIFY_HELD sequence and delivery number).
 	FlushSeq uint64
@@ -65,10 +69,6 @@ type ItemDecision struct {
 	Until   time.Time // for Wait
 }
 
-// dueSlack lets a notification due within it go out now: schedules fire
-// at whole seconds, and the relay's clock may lag the server's a little.
-const dueSlack = time.Second
-
 // DecideItem applies the rules at the moment a window flushes (contract
 // §9.2): a final record stands; a claim of another live sender is left to
 // it; what is not due yet waits; then the preferences read again (off:
@@ -89,7 +89,7 @@ func DecideItem(f ItemFacts, p policy.Policy) ItemDecision {
 		// Another flush (or a direct delivery) is sending it now; its
 		// claim is respected until it expires.
 		return wait(r.UpdatedAt.Add(p.ClaimTTL()), "being sent by another delivery")
-	case f.Due.After(f.Now.Add(dueSlack)):
+	case f.Due.After(f.Now) && f.Due.After(f.FiredAt):
 		return wait(f.Due, "not due yet")
 	case f.Prefs.Err != nil:
 		return wait(retry, "preferences unavailable: "+f.Prefs.Err.Error())

@@ -153,7 +153,12 @@ func TestDecideItem(t *testing.T) {
 			f.Record = state.Record{State: state.Sending, FlushSeq: 39, Delivery: 1, UpdatedAt: testNow.Add(-p.ClaimTTL() - time.Second)}
 		}), Include, "", time.Time{}},
 		{"not due yet: waits until due", with(func(f *ItemFacts) { f.Due = testNow.Add(time.Minute) }), Wait, "", testNow.Add(time.Minute)},
-		{"due within the slack: included", with(func(f *ItemFacts) { f.Due = testNow.Add(500 * time.Millisecond) }), Include, "", time.Time{}},
+		{"due by the server's clock when the window fired (this relay's clock lags): included", with(func(f *ItemFacts) {
+			f.Due, f.FiredAt = testNow.Add(500*time.Millisecond), testNow.Add(600*time.Millisecond)
+		}), Include, "", time.Time{}},
+		{"due a moment after the window fired: waits for the next", with(func(f *ItemFacts) {
+			f.Due, f.FiredAt = testNow.Add(time.Second), testNow.Add(10*time.Millisecond)
+		}), Wait, "", testNow.Add(time.Second)},
 		{"Email turned off while held", with(func(f *ItemFacts) { f.Prefs.On = false }), Skip, state.SkippedOptedOut, time.Time{}},
 		{"suppressed while held", with(func(f *ItemFacts) { f.Suppression.Suppressed = true }), Skip, state.SkippedSuppressed, time.Time{}},
 		{"no transport any more", with(func(f *ItemFacts) { f.Configured = false }), Skip, state.SkippedNotConfigured, time.Time{}},
