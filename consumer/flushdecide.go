@@ -89,7 +89,7 @@ func DecideItem(f ItemFacts, p policy.Policy) ItemDecision {
 		// Another flush (or a direct delivery) is sending it now; its
 		// claim is respected until it expires.
 		return wait(r.UpdatedAt.Add(p.ClaimTTL()), "being sent by another delivery")
-	case f.Due.After(f.Now) && f.Due.After(f.FiredAt):
+	case f.Due.After(firedAt(f)):
 		return wait(f.Due, "not due yet")
 	case f.Prefs.Err != nil:
 		return wait(retry, "preferences unavailable: "+f.Prefs.Err.Error())
@@ -120,6 +120,18 @@ func DecideItem(f ItemFacts, p policy.Policy) ItemDecision {
 		return ItemDecision{Verdict: Skip, State: state.SkippedStale, Reason: p.StaleReason()}
 	}
 	return ItemDecision{Verdict: Include, Reason: "due"}
+}
+
+// firedAt is the moment a flush judges "due" by: when the window fired by
+// the server's clock (the relay's clock when that is unknown). Not the
+// relay's clock: one that runs ahead would send a later window's
+// notification early; one that lags is harmless (what is due was due when
+// the window fired). A notification due after it waits for its own window.
+func firedAt(f ItemFacts) time.Time {
+	if f.FiredAt.IsZero() {
+		return f.Now
+	}
+	return f.FiredAt
 }
 
 func wait(until time.Time, reason string) ItemDecision {

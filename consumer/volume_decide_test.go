@@ -159,6 +159,9 @@ func TestDecideItem(t *testing.T) {
 		{"due a moment after the window fired: waits for the next", with(func(f *ItemFacts) {
 			f.Due, f.FiredAt = testNow.Add(time.Second), testNow.Add(10*time.Millisecond)
 		}), Wait, "", testNow.Add(time.Second)},
+		{"this relay's clock runs ahead: still waits for its own window", with(func(f *ItemFacts) {
+			f.Now, f.Due, f.FiredAt = testNow.Add(5*time.Second), testNow.Add(time.Second), testNow
+		}), Wait, "", testNow.Add(time.Second)},
 		{"Email turned off while held", with(func(f *ItemFacts) { f.Prefs.On = false }), Skip, state.SkippedOptedOut, time.Time{}},
 		{"suppressed while held", with(func(f *ItemFacts) { f.Suppression.Suppressed = true }), Skip, state.SkippedSuppressed, time.Time{}},
 		{"no transport any more", with(func(f *ItemFacts) { f.Configured = false }), Skip, state.SkippedNotConfigured, time.Time{}},
