@@ -95,7 +95,7 @@ func (fl *Flusher) Run(ctx context.Context) error {
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil
 			}
 			if err := pe.failed(ctx, it, err); err != nil {
@@ -123,12 +123,10 @@ func (fl *Flusher) Run(ctx context.Context) error {
 
 // heldNote is one held notification on its way through a flush.
 type heldNote struct {
-	item hold.Item
-	ev   *event.Event
-	f    ItemFacts
-	d    ItemDecision
-	// claimRev is the revision of this flush's claim once stored.
-	claimRev uint64
+	item     hold.Item
+	ev       *event.Event
+	f        ItemFacts
+	d        ItemDecision
 	recorded bool // its outcome is written
 }
 
@@ -315,10 +313,9 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 	}
 	var claimed []*heldNote
 	for i, n := range include {
-		rev, err := waits[i]()
+		_, err := waits[i]()
 		switch {
 		case err == nil:
-			n.claimRev = rev
 			claimed = append(claimed, n)
 		case errors.Is(err, state.ErrConflict):
 			n.d = wait(now, "its record changed meanwhile: decided again at the next window")
@@ -498,9 +495,6 @@ func (fl *Flusher) settle(ctx context.Context, recipient string, items []hold.It
 			removed[n.item.Seq] = true
 		}
 	}
-	if more {
-		next = now
-	}
 	// prefix: every removed item comes before every kept one, so that
 	// one purge of the subject up to the last removes them
 	var seqs []uint64
@@ -515,6 +509,12 @@ func (fl *Flusher) settle(ctx context.Context, recipient string, items []hold.It
 		default:
 			seqs = append(seqs, it.Seq)
 		}
+	}
+	if more && len(seqs) > 0 {
+		// The listing stopped short and this flush made progress: the
+		// rest at once. (Without progress, the next window is when the
+		// first of those listed is due: the ones after them arrived later.)
+		next = now
 	}
 	bg := context.WithoutCancel(ctx)
 	if err := h.holder.Remove(bg, recipient, seqs, prefix); err != nil {
