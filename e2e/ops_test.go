@@ -115,7 +115,8 @@ var (
 	// mode is on (contract §9.6).
 	statusKeys = []string{"mode", "configured", "host", "port", "security", "from", "frontend_base_url", "list_unsubscribe",
 		"unsubscribe", "public_url", "public_listener"}
-	liveKeys = []string{"pending", "ack_pending", "redelivered", "last_send"}
+	// deferred: what NOTIFY_HELD holds (volume control, docs/volume.md).
+	liveKeys = []string{"pending", "ack_pending", "redelivered", "last_send", "deferred"}
 )
 
 // TestStatusEndpoint: GET /v1/status/email answers 403 when no admin token
@@ -205,6 +206,9 @@ func TestStatusEndpoint(t *testing.T) {
 			t.Errorf("%s = %#v, want a number", k, status[k])
 		}
 	}
+	if d, _ := status["deferred"].(map[string]any); d == nil || d["notifications"] != float64(0) || d["recipients"] != float64(0) {
+		t.Errorf("deferred = %#v, want notifications and recipients 0", status["deferred"])
+	}
 	for _, f := range append(secretForms(user, password), user) {
 		if strings.Contains(body, f) {
 			t.Errorf("the status answer contains the SMTP username or password (%q): %s", f, body)
@@ -220,6 +224,7 @@ func TestStatusEndpoint(t *testing.T) {
 		"mailrelay_notifications_total", "mailrelay_smtp_send_seconds", "mailrelay_smtp_errors_total",
 		"mailrelay_in_flight", "mailrelay_retries_total", "mailrelay_advisories_total",
 		"mailrelay_consumer_pending", "mailrelay_consumer_ack_pending", "mailrelay_consumer_redelivered",
+		"mailrelay_deferred", "mailrelay_deferred_recipients", "mailrelay_deferred_oldest_seconds",
 		"mailrelay_build_info",
 	} {
 		if !regexp.MustCompile(`(?m)^# TYPE ` + name + ` `).MatchString(metrics) {

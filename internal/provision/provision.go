@@ -9,6 +9,7 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -269,7 +270,40 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("provision: %w", err)
 	}
+	if o.Replicas > 1 {
+		// Publishers and the app write right after provisioning: a new
+		// replicated stream takes a moment to elect its leader, and until
+		// it has one a publish gets "no response from stream".
+		for _, name := range []string{Stream, "KV_" + prefs.Bucket, "KV_" + SeenBucket} {
+			if err := waitLeader(ctx, js, name); err != nil {
+				return nil, fmt.Errorf("provision: %w", err)
+			}
+		}
+	}
 	return &h, nil
+}
+
+// waitLeader waits until stream name has a leader (its info names one),
+// asking again every 100 ms, within ctx.
+func waitLeader(ctx context.Context, js jetstream.JetStream, name string) error {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		s, err := js.Stream(rctx, name)
+		cancel()
+		if err == nil {
+			if c := s.CachedInfo().Cluster; c == nil || c.Leader != "" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("no leader elected")
+			}
+			return fmt.Errorf("stream %s: %w", name, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func advisoryStreamConfig(o Options) jetstream.StreamConfig {
