@@ -93,8 +93,16 @@ func (fl *Flusher) Run(ctx context.Context) error {
 	defer wg.Wait()
 	pe := pullErrors{name: "flush consumer", log: fl.log, healer: fl.h.healer}
 	for {
+		// Take a slot before the next due message: one must not wait for a
+		// slot unkept (past AckWait it is redelivered while it waits).
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
 		msg, err := it.Next()
 		if err != nil {
+			<-slots
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -108,14 +116,16 @@ func (fl *Flusher) Run(ctx context.Context) error {
 		}
 		pe.ok()
 		if ctx.Err() != nil {
+			<-slots
 			_ = msg.Nak() // buffered by the pull: another relay takes it now
 			continue
 		}
-		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
+			// It may have waited in the pull's buffer: AckWait starts again now.
+			_ = msg.InProgress()
 			fl.Flush(work, keptAlive(msg, fl.h.policy.KeepAliveInterval()))
 		}()
 	}
@@ -306,13 +316,30 @@ const flushReaders = 16
 // Wait for what stays held).
 func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNote, seq uint64, delivery int, now time.Time, log *zap.Logger) {
 	h := fl.h
-	// Claims, all started at once.
-	waits := make([]func() (uint64, error), len(include))
-	for i, n := range include {
+	// The first claim is made alone: it locks the window against another
+	// delivery of the same due message flushing at the same moment (with
+	// all claims at once, the two would split the window between them and
+	// each mail its share). The rest are started at once.
+	first := include[0]
+	_, err := h.ledger.Swap(ctx, first.ev.ID, flushClaim(first, seq, delivery, len(include), now), first.f.Rev)
+	if err != nil {
+		d := wait(now, "another flush of this window claimed it first: decided again at the next window")
+		if !errors.Is(err, state.ErrConflict) {
+			h.obs.Failed("claim_write")
+			d = wait(now.Add(h.policy.LedgerRetryDelay), "ledger unavailable: "+err.Error())
+		}
+		for _, n := range include {
+			n.d = d
+		}
+		return
+	}
+	claimed := []*heldNote{first}
+	rest := include[1:]
+	waits := make([]func() (uint64, error), len(rest))
+	for i, n := range rest {
 		waits[i] = h.ledger.SwapAsync(ctx, n.ev.ID, flushClaim(n, seq, delivery, len(include), now), n.f.Rev)
 	}
-	var claimed []*heldNote
-	for i, n := range include {
+	for i, n := range rest {
 		_, err := waits[i]()
 		switch {
 		case err == nil:
@@ -351,8 +378,7 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 			}
 		}
 	}
-	first := carried[0].f.Prefs
-	mail, err := h.batch(sections, now, compose.Options{TimeZone: first.TimeZone})
+	mail, err := h.batch(sections, now, compose.Options{TimeZone: carried[0].f.Prefs.TimeZone})
 	var res SendResult
 	if err != nil {
 		res = SendResult{Err: fmt.Errorf("%w: compose: %v", event.ErrInvalid, err), At: h.now()}

@@ -85,6 +85,13 @@ func DecideItem(f ItemFacts, p policy.Policy) ItemDecision {
 		return ItemDecision{Verdict: Drop, Reason: "already " + string(r.State)}
 	case r.State == state.Sending && r.FlushSeq == f.FlushSeq && r.Delivery > f.Delivery:
 		return ItemDecision{Verdict: Stale, Reason: "a later delivery of this window's flush owns it"}
+	case r.State == state.Sending && r.FlushSeq == f.FlushSeq && r.Delivery < f.Delivery && f.Now.Sub(r.UpdatedAt) < p.AckWait/2:
+		// An earlier delivery of this due message claimed it moments ago:
+		// that flush is alive (it was redelivered while it waited to
+		// start), not dead. A dead one's claim is older: its keepalive
+		// renewed the due message every AckWait/3 until it died, and the
+		// redelivery comes AckWait after the last renewal.
+		return wait(r.UpdatedAt.Add(p.ClaimTTL()), "an earlier delivery of this window's flush is sending it")
 	case r.State == state.Sending && r.FlushSeq != f.FlushSeq && f.Now.Sub(r.UpdatedAt) < p.ClaimTTL():
 		// Another flush (or a direct delivery) is sending it now; its
 		// claim is respected until it expires.

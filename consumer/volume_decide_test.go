@@ -144,8 +144,12 @@ func TestDecideItem(t *testing.T) {
 		}), Stale, "", time.Time{}},
 		{"claimed by an earlier delivery of this flush (it crashed): taken over", with(func(f *ItemFacts) {
 			f.Delivery = 2
-			f.Record = state.Record{State: state.Sending, FlushSeq: 40, Delivery: 1, UpdatedAt: testNow}
+			f.Record = state.Record{State: state.Sending, FlushSeq: 40, Delivery: 1, UpdatedAt: testNow.Add(-2 * p.AckWait / 3)}
 		}), Include, "", time.Time{}},
+		{"claimed moments ago by an earlier delivery of this flush (alive, redelivered while it waited): waits", with(func(f *ItemFacts) {
+			f.Delivery = 2
+			f.Record = state.Record{State: state.Sending, FlushSeq: 40, Delivery: 1, UpdatedAt: testNow.Add(-time.Second)}
+		}), Wait, "", testNow.Add(-time.Second).Add(p.ClaimTTL())},
 		{"claimed by another flush, fresh: waits for its claim to expire", with(func(f *ItemFacts) {
 			f.Record = state.Record{State: state.Sending, FlushSeq: 39, Delivery: 1, UpdatedAt: testNow.Add(-time.Second)}
 		}), Wait, "", testNow.Add(-time.Second).Add(p.ClaimTTL())},

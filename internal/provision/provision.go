@@ -279,8 +279,33 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 				return nil, fmt.Errorf("provision: %w", err)
 			}
 		}
+		// A bucket's reads are direct gets, answered once a replica is
+		// current: until then a read gets "no responders".
+		for _, kv := range []jetstream.KeyValue{h.Prefs, h.Seen} {
+			if err := waitReads(ctx, kv); err != nil {
+				return nil, fmt.Errorf("provision: %w", err)
+			}
+		}
 	}
 	return &h, nil
+}
+
+// waitReads waits until a read of kv is answered (a missing key is an
+// answer), asking again every 100 ms, within ctx.
+func waitReads(ctx context.Context, kv jetstream.KeyValue) error {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := kv.Get(rctx, "mailrelay-provision-probe")
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bucket %s: reads not answered: %w", kv.Bucket(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // waitLeader waits until stream name has a leader (its info names one),
