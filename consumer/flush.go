@@ -61,12 +61,7 @@ type Flusher struct {
 // NewFlusher returns a Flusher over cons sharing h's sender, ledger,
 // preferences, suppression list, policy and holding (WithHolding).
 func NewFlusher(cons jetstream.Consumer, h *Handler, concurrency int, shutdownTimeout time.Duration) *Flusher {
-	if concurrency <= 0 {
-		concurrency = policy.DefaultConcurrency
-	}
-	if shutdownTimeout <= 0 {
-		shutdownTimeout = policy.DefaultShutdownTimeout
-	}
+	concurrency, shutdownTimeout = orDefaults(concurrency, shutdownTimeout)
 	return &Flusher{cons: cons, h: h, concurrency: concurrency, shutdownTimeout: shutdownTimeout, log: h.log}
 }
 

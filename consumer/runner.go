@@ -41,13 +41,19 @@ type Runner struct {
 // NewRunner returns a Runner over cons. Zero concurrency and shutdown
 // timeout take the defaults.
 func NewRunner(cons jetstream.Consumer, h *Handler, concurrency int, shutdownTimeout time.Duration) *Runner {
+	concurrency, shutdownTimeout = orDefaults(concurrency, shutdownTimeout)
+	return &Runner{cons: cons, h: h, concurrency: concurrency, shutdownTimeout: shutdownTimeout, log: h.log}
+}
+
+// orDefaults gives a zero concurrency and shutdown timeout their defaults.
+func orDefaults(concurrency int, shutdownTimeout time.Duration) (int, time.Duration) {
 	if concurrency <= 0 {
 		concurrency = policy.DefaultConcurrency
 	}
 	if shutdownTimeout <= 0 {
 		shutdownTimeout = policy.DefaultShutdownTimeout
 	}
-	return &Runner{cons: cons, h: h, concurrency: concurrency, shutdownTimeout: shutdownTimeout, log: h.log}
+	return concurrency, shutdownTimeout
 }
 
 // Bound reports whether the runner is pulling from the consumer.
