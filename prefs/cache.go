@@ -121,14 +121,6 @@ func (c *Cache) Email(ctx context.Context, user string, t event.Type) (Answer, e
 	return c.store.Email(ctx, user, t)
 }
 
-// EmailAll returns user's preferences for every type, like Store.EmailAll:
-// one direct read, parsed once, for a caller that needs several types of
-// one user (a batch being sent). It does not answer from memory: "off" must
-// be confirmed by a read anyway, and one read per batch is cheap.
-func (c *Cache) EmailAll(ctx context.Context, user string) (func(event.Type) Answer, error) {
-	return c.store.EmailAll(ctx, user)
-}
-
 // Run watches the bucket until ctx ends, rebuilding the watch after the
 // connection comes back or the watch ends. It returns nil when ctx ends.
 func (c *Cache) Run(ctx context.Context) error {

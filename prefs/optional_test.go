@@ -120,8 +120,7 @@ func fmtAnswer(a prefs.Answer) string {
 
 // TestOptionalFields: Store.Email reads quiet_hours, batch and time_zone;
 // a malformed one is ignored and said, and Email stays on without a
-// Problem. The cache gives the same answers from memory, and EmailAll the
-// same from one read.
+// Problem. The cache gives the same answers from memory.
 func TestOptionalFields(t *testing.T) {
 	e := newCacheEnv(t)
 	kv := &countingKV{KeyValue: e.kv}
@@ -149,13 +148,6 @@ func TestOptionalFields(t *testing.T) {
 		}
 	}
 	check("store", func(u string) (prefs.Answer, error) { return store.Email(ctx, u, event.Mention) })
-	check("store all", func(u string) (prefs.Answer, error) {
-		all, err := store.EmailAll(ctx, u)
-		if err != nil {
-			return prefs.Answer{}, err
-		}
-		return all(event.Mention), nil
-	})
 	check("cache before ready", func(u string) (prefs.Answer, error) { return e.c.Email(ctx, u, event.Mention) })
 	e.run()
 	kv.gets.Store(0)
@@ -163,13 +155,6 @@ func TestOptionalFields(t *testing.T) {
 	if n := kv.gets.Load(); n != 0 {
 		t.Errorf("%d direct reads, want every answer from memory", n)
 	}
-	check("cache all", func(u string) (prefs.Answer, error) {
-		all, err := e.c.EmailAll(ctx, u)
-		if err != nil {
-			return prefs.Answer{}, err
-		}
-		return all(event.Mention), nil
-	})
 
 	// An answer that is off carries the fields too.
 	i := len(optionalCases) - 2

@@ -107,23 +107,6 @@ func (s *Store) Email(ctx context.Context, user string, t event.Type) (Answer, e
 	return v.answer(t), nil
 }
 
-// EmailAll returns user's preferences for every type from one read: a
-// caller that needs several types of one user (a batch) reads and parses
-// the stored value once. The function answers as Email would have at the
-// time of the read, and is safe for concurrent use. Only a failed lookup is
-// an error.
-func (s *Store) EmailAll(ctx context.Context, user string) (func(event.Type) Answer, error) {
-	e, err := s.kv.Get(ctx, user)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return func(event.Type) Answer { return Answer{} }, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("prefs lookup %q: %w", user, err)
-	}
-	v := parse(user, e.Value())
-	return v.answer, nil
-}
-
 // EmailEnabled reports whether user turned Email on for t. Only a failed
 // lookup is an error; a bad value is off.
 func (s *Store) EmailEnabled(ctx context.Context, user string, t event.Type) (bool, error) {
