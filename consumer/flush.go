@@ -41,8 +41,10 @@ type BatchComposeFunc func(sections []compose.Section, now time.Time, o compose.
 const MaxBatch = 50
 
 // maxListed bounds what one flush reads of a recipient's held
-// notifications (and so the memory a flush holds).
-const maxListed = 4 * MaxBatch
+// notifications, and so the memory a flush holds: at most twice a mail's
+// worth (what is seen, opted out or not due yet is left out of the mail),
+// each at most MAILRELAY_MAX_EVENT_BYTES.
+const maxListed = 2 * MaxBatch
 
 // Flusher sends the windows that close: it consumes mailrelay_flush (the
 // fired schedules of NOTIFY_HELD) and, for each, decides every held

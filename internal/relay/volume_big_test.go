@@ -14,7 +14,7 @@ import (
 // TestBigWindowSplits: a window holding more than one mail carries
 // (consumer.MaxBatch) goes out as several mails, one after the other, each
 // notification in exactly one; 230 notifications are also more than one
-// flush lists (4 × MaxBatch), so the listing's continuation is exercised.
+// flush lists (2 × MaxBatch), so the listing's continuation is exercised.
 func TestBigWindowSplits(t *testing.T) {
 	e := newEnv(t)
 	e.startRelay(map[string]string{"MAILRELAY_BATCH_WINDOW": "2s"})
