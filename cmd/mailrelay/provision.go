@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/relay"
 	"github.com/nats-io/nats.go"
@@ -210,6 +211,12 @@ func (a *app) printProvisioned(ctx context.Context, nc *nats.Conn, js jetstream.
 		stream   jetstream.Stream
 		consumer jetstream.Consumer
 	}{{h.Stream, h.Consumer}, {adv, h.AdvisoryConsumer}, {h.Held, h.Flush}}
+	if h.NoHolding != nil {
+		pairs = pairs[:2]
+		defer fmt.Fprintf(a.stdout, "not provisioned: stream %s and consumer %s: %v\n"+
+			"  volume control is unavailable: every notification is mailed at once, as in v1; "+
+			"MAILRELAY_BATCH_WINDOW and MAILRELAY_SEEN_DELAY need nats-server 2.12 or later\n", hold.Stream, hold.Consumer, h.NoHolding)
+	}
 	for _, p := range pairs {
 		si, err := p.stream.Info(ctx)
 		if err != nil {

@@ -65,6 +65,11 @@ type Options struct {
 	AckWait           time.Duration // consumer AckWait; policy.DefaultAckWait by default
 	StateTTL          time.Duration // notify_email_state TTL; 30 days by default
 	RetryUntilTimeout bool          // keep retrying "no suitable peers" while ctx lasts (clusters)
+	// HoldingOptional: on a server without message schedules (older than
+	// 2.12), provision everything but NOTIFY_HELD and mailrelay_flush and
+	// say why in Handles.NoHolding, instead of failing. A relay with every
+	// volume setting at its default then runs as v1 did.
+	HoldingOptional bool
 }
 
 func (o *Options) defaults() {
@@ -102,6 +107,9 @@ type Handles struct {
 	Held             jetstream.Stream   // NOTIFY_HELD (hold.Stream), with message schedules
 	Flush            jetstream.Consumer // mailrelay_flush (hold.Consumer) on NOTIFY_HELD
 	Seen             jetstream.KeyValue // notify_seen (SeenBucket)
+	// NoHolding, with Options.HoldingOptional, says why Held and Flush are
+	// nil: the server has no message schedules (wraps ErrNoMsgSchedules).
+	NoHolding error
 }
 
 // StreamConfig is the NOTIFY stream configuration for o.
@@ -257,6 +265,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 	g.Go(func() (err error) {
 		s, err := stream(HeldStreamConfig(o))
 		if err = noSchedules(js, s, err); err != nil {
+			if o.HoldingOptional && errors.Is(err, ErrNoMsgSchedules) {
+				h.NoHolding = err
+				return nil
+			}
 			return err
 		}
 		h.Held = s

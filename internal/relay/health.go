@@ -242,6 +242,9 @@ type healer struct {
 	log     *zap.Logger
 	kick    chan struct{}
 	restart func() // rebinds the consumer and advisory loops
+	// noHolding: the server has no message schedules, so NOTIFY_HELD and
+	// mailrelay_flush were not provisioned and are not missed.
+	noHolding atomic.Bool
 }
 
 func newHealer(hl *health, po provision.Options, log *zap.Logger) *healer {
@@ -321,15 +324,20 @@ func (x *healer) missing(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var out []string
-	for _, s := range []string{provision.Stream, provision.AdvisoryStream, hold.Stream} {
+	streams := []string{provision.Stream, provision.AdvisoryStream, hold.Stream}
+	consumers := [][2]string{{provision.Stream, provision.Consumer}, {provision.AdvisoryStream, provision.AdvisoryConsumer},
+		{hold.Stream, hold.Consumer}}
+	if x.noHolding.Load() {
+		streams, consumers = streams[:2], consumers[:2]
+	}
+	for _, s := range streams {
 		if _, err := x.js.Stream(ctx, s); errors.Is(err, jetstream.ErrStreamNotFound) {
 			out = append(out, "stream "+s)
 		} else if err != nil {
 			return nil, err
 		}
 	}
-	for _, c := range [][2]string{{provision.Stream, provision.Consumer}, {provision.AdvisoryStream, provision.AdvisoryConsumer},
-		{hold.Stream, hold.Consumer}} {
+	for _, c := range consumers {
 		if _, err := x.js.Consumer(ctx, c[0], c[1]); errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			out = append(out, "consumer "+c[1])
 		} else if err != nil {

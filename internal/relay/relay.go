@@ -181,9 +181,18 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 		hopts = append(hopts, consumer.WithLimiter(rate.NewLimiter(rate.Limit(cfg.Relay.MaxRate), max(1, int(cfg.Relay.MaxRate)))))
 	}
 	// Volume control (§9.3): held notifications live in NOTIFY_HELD; any
-	// relay flushes any window.
-	holder := hold.New(js, h.Held)
-	hopts = append(hopts, consumer.WithHolding(holder, hold.NewSeen(h.Seen), composer.ComposeBatch))
+	// relay flushes any window. On a server without message schedules
+	// (with every volume setting at its default) nothing is held.
+	var holder *hold.Store
+	if h.NoHolding == nil {
+		holder = hold.New(js, h.Held)
+		hopts = append(hopts, consumer.WithHolding(holder, hold.NewSeen(h.Seen), composer.ComposeBatch))
+	} else {
+		hr.noHolding.Store(true)
+		m.SetHeld(metrics.Held{Error: "volume control unavailable: " + h.NoHolding.Error()}, time.Now())
+		log.Warn("volume control unavailable: every notification is mailed at once, as in v1; users' quiet_hours and batch are ignored",
+			zap.Error(h.NoHolding))
+	}
 	prefCache := prefs.NewCache(h.Prefs, nc) // watch-backed; its watcher runs in the group below
 	handler := consumer.NewHandler(consumer.Config{
 		Policy:        cfg.Policy(),
@@ -192,7 +201,10 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	}, sender, prefCache, state.New(h.State).WithAsync(js), composer.ComposeFor, hopts...)
 	runner := consumer.NewRunner(h.Consumer, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
 	advisories := consumer.NewAdvisories(h.AdvisoryConsumer, h.Stream, handler)
-	flusher := consumer.NewFlusher(h.Flush, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
+	var flusher *consumer.Flusher
+	if holder != nil {
+		flusher = consumer.NewFlusher(h.Flush, handler, cfg.Relay.Concurrency, cfg.Relay.ShutdownTimeout)
+	}
 	hl.setProbe(func() problem {
 		if !runner.Bound() {
 			return problem{"not_bound", "not bound to the consumer " + provision.Consumer}
@@ -208,8 +220,10 @@ func relay(ctx context.Context, cfg *config.Config, o Options, log *zap.Logger, 
 	g.Go(func() error { return prefCache.Run(gctx) })
 	g.Go(func() error { return suppressions.Run(gctx) })
 	g.Go(func() error { return advising.run(gctx, "advisories", log, advisories.Run) })
-	g.Go(func() error { return flushing.run(gctx, "flusher", log, flusher.Run) })
-	g.Go(func() error { sweepHeld(gctx, holder, m, log, heldSweepEvery); return nil })
+	if holder != nil {
+		g.Go(func() error { return flushing.run(gctx, "flusher", log, flusher.Run) })
+		g.Go(func() error { sweepHeld(gctx, holder, m, log, heldSweepEvery); return nil })
+	}
 	g.Go(func() error {
 		log.Info("consuming", zap.Int("concurrency", cfg.Relay.Concurrency), zap.String("mode", cfg.Mode()))
 		return consuming.run(gctx, "consumer", log, func(ctx context.Context) error {
@@ -327,6 +341,9 @@ func ProvisionOptions(cfg *config.Config) provision.Options {
 		AckWait:           cfg.JetStream.AckWait,
 		StateTTL:          cfg.JetStream.StateTTL,
 		RetryUntilTimeout: cfg.JetStream.Replicas > 1,
+		// Without a window or a seen delay, a server without message
+		// schedules still serves everything v1 did.
+		HoldingOptional: cfg.Relay.BatchWindow == 0 && cfg.Relay.SeenDelay == 0,
 	}
 }
 
