@@ -76,7 +76,7 @@ fuzz:
 # End-to-end benchmark (bench/main.go): a real nats-server and a discarding
 # SMTP sink on 127.0.0.1, the go-mail limit, drain, latency, memory and
 # remote-relay figures, then the Go micro-benchmarks; prints a table and
-# writes bench/RESULTS.md. About 4 minutes. Not part of make test.
+# writes bench/RESULTS.md. About 6 minutes. Not part of make test.
 bench: $(BIN)/nats-server
 	$(GO) run ./bench -nats-server $(BIN)/nats-server -out bench/RESULTS.md
 
