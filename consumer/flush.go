@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailrelay/mailrelay/compose"
 	"github.com/mailrelay/mailrelay/event"
@@ -229,8 +230,16 @@ func (fl *Flusher) flush(ctx context.Context, recipient string, seq uint64, deli
 // are removed with the rest; dups lists their sequences.
 func (fl *Flusher) decode(items []hold.Item, log *zap.Logger) (notes []*heldNote, dups []uint64) {
 	seen := make(map[string]bool, len(items))
-	for _, it := range items {
+	for i := range items {
+		it := items[i]
 		ev, err := event.Decode(it.Subject, it.Data, fl.h.cfg.MaxEventBytes)
+		// Decoded: the raw event is not kept, and a long comment only as
+		// far as a mail can show it (a flush's memory stays small however
+		// large MAILRELAY_MAX_EVENT_BYTES is).
+		items[i].Data, it.Data = nil, nil
+		if ev != nil && ev.Comment != nil {
+			ev.Comment.Body = clip(ev.Comment.Body, maxHeldBody)
+		}
 		if err != nil {
 			log.Error("held notification no longer decodes: removed", zap.Uint64("held_seq", it.Seq), zap.Error(err))
 			dups = append(dups, it.Seq)
@@ -244,6 +253,22 @@ func (fl *Flusher) decode(items []hold.Item, log *zap.Logger) (notes []*heldNote
 		notes = append(notes, &heldNote{item: it, ev: ev})
 	}
 	return notes, dups
+}
+
+// maxHeldBody is how much of a held comment a flush keeps: far more than
+// the longest snippet a mail shows (MAILRELAY_SNIPPET_MAX is at most 500
+// characters), after whitespace is folded.
+const maxHeldBody = 8 << 10
+
+// clip is s cut to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // facts reads what DecideItem needs: the preferences (once per type;

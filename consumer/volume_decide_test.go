@@ -195,3 +195,16 @@ func staleEvent(ev *event.Event, p policy.Policy) *event.Event {
 	e.OccurredAt = testNow.Add(-p.StaleAfter - time.Minute)
 	return &e
 }
+
+// TestClip: a held comment is cut on a rune boundary, never inside one.
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{{"abc", 5, "abc"}, {"abcdef", 3, "abc"}, {"aé", 2, "a"}, {"aé", 3, "aé"}, {"日本", 4, "日"}, {"日本", 2, ""}} {
+		if got := clip(c.s, c.n); got != c.want {
+			t.Errorf("clip(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
+}
