@@ -344,6 +344,9 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 	// each mail its share). The rest are started at once.
 	first := include[0]
 	_, err := h.ledger.Swap(ctx, first.ev.ID, flushClaim(first, seq, delivery, len(include), now), first.f.Rev)
+	if errors.Is(err, state.ErrConflict) {
+		err = fl.claimAgain(ctx, first, seq, delivery, len(include), now)
+	}
 	if err != nil {
 		d := wait(now, "another flush of this window claimed it first: decided again at the next window")
 		if !errors.Is(err, state.ErrConflict) {
@@ -367,6 +370,10 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 		case err == nil:
 			claimed = append(claimed, n)
 		case errors.Is(err, state.ErrConflict):
+			if err := fl.claimAgain(ctx, n, seq, delivery, len(include), now); err == nil {
+				claimed = append(claimed, n)
+				continue
+			}
 			n.d = wait(now, "its record changed meanwhile: decided again at the next window")
 		default:
 			h.obs.Failed("claim_write")
@@ -409,6 +416,31 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 		res = fl.sendRecovered(ctx, mail, latest)
 	}
 	fl.outcome(ctx, carried, mail, res, log)
+}
+
+// claimAgain retries n's claim after a conflict, as long as the record
+// that won is only its hold's deferred record (or the retrying record of
+// an earlier window): the NOTIFY delivery that stored n writes that record
+// after storing it, and may land just after this flush read it. Anything
+// else (another flush's claim, an outcome) is left to the next window:
+// ErrConflict.
+func (fl *Flusher) claimAgain(ctx context.Context, n *heldNote, seq uint64, delivery, batch int, now time.Time) error {
+	h := fl.h
+	for range policy.ClaimConflicts {
+		r, rev, err := h.ledger.Get(ctx, n.ev.ID)
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return err
+		}
+		if r.State != state.Deferred && r.State != state.Retrying && r.State != "" {
+			return state.ErrConflict
+		}
+		n.f.Record, n.f.Rev = r, rev
+		_, err = h.ledger.Swap(ctx, n.ev.ID, flushClaim(n, seq, delivery, batch, now), rev)
+		if !errors.Is(err, state.ErrConflict) {
+			return err
+		}
+	}
+	return state.ErrConflict
 }
 
 // sendRecovered sends mail, a panic of the backend turned into a temporary failure.
