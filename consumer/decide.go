@@ -304,12 +304,14 @@ func beforeClaim(f Facts, p policy.Policy) (Decision, bool) {
 		return skip(f, state.SkippedSuppressed, "the address is on the suppression list"), true
 	case !f.Configured:
 		return skip(f, state.SkippedNotConfigured, "no mail transport is configured"), true
-	case f.Hold.Err != nil:
+	case f.Hold.Err != nil && f.Delivery < policy.MaxDeliver:
 		return unavailable(f, p, "could not hold it: "+f.Hold.Err.Error()), true
 	case f.Hold.Done:
 		return act(Ack, 0, "deferred until "+f.Hold.Until.UTC().Format(time.RFC3339)), true
 	}
-	if f.CanHold {
+	// The last delivery that could not hold it sends it at once, un-batched,
+	// rather than give up on the mail.
+	if f.CanHold && f.Hold.Err == nil {
 		if windowEnd, notBefore, held := holdTimes(f, p); held {
 			return Decision{Step: Hold, Hold: &HoldRequest{WindowEnd: windowEnd, NotBefore: notBefore}}, true
 		}
