@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -898,9 +899,10 @@ func inProcessRelay(cfg *config.Config) (stop func() error) {
 
 // ---------------------------------------------------------------- 2 drain
 
-// backlog is a nats-server, a sink and n notifications published for a
-// relay with concurrency k (recipients opted in, or not).
-type backlog struct {
+// stack is a nats-server, a sink, and the environment and configuration
+// of a relay with concurrency k against them (extra added to it), with a
+// client connection once a scenario makes one.
+type stack struct {
 	ns   *natsServer
 	sink *sink.Sink
 	vars map[string]string // the relay's environment
@@ -909,41 +911,55 @@ type backlog struct {
 	js   jetstream.JetStream
 }
 
-func newBacklog(k, n int, so sink.Options, run string, optIn bool) (b *backlog, err error) {
-	b = &backlog{}
+func newStack(k int, so sink.Options, extra map[string]string) (st *stack, err error) {
+	st = &stack{}
 	defer func() {
 		if err != nil {
-			b.close()
+			st.close()
 		}
 	}()
-	if b.ns, err = startNATS(); err != nil {
+	if st.ns, err = startNATS(); err != nil {
 		return nil, err
 	}
-	if b.sink, err = sink.Start(so); err != nil {
+	if st.sink, err = sink.Start(so); err != nil {
 		return nil, err
 	}
-	b.vars = relayVars(b.ns.url, b.sink.Addr(), k)
-	if b.cfg, err = loadConfig(b.vars); err != nil {
+	st.vars = relayVars(st.ns.url, st.sink.Addr(), k)
+	maps.Copy(st.vars, extra)
+	if st.cfg, err = loadConfig(st.vars); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *stack) close() {
+	if st.nc != nil {
+		st.nc.Close()
+	}
+	if st.sink != nil {
+		_ = st.sink.Close()
+	}
+	if st.ns != nil {
+		st.ns.stop()
+	}
+}
+
+// backlog is a stack and n notifications published for a relay with
+// concurrency k (recipients opted in, or not).
+type backlog struct{ *stack }
+
+func newBacklog(k, n int, so sink.Options, run string, optIn bool) (*backlog, error) {
+	st, err := newStack(k, so, nil)
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if b.nc, b.js, err = prepare(ctx, b.ns.url, b.cfg, run, n, optIn); err != nil {
+	if st.nc, st.js, err = prepare(ctx, st.ns.url, st.cfg, run, n, optIn); err != nil {
+		st.close()
 		return nil, err
 	}
-	return b, nil
-}
-
-func (b *backlog) close() {
-	if b.nc != nil {
-		b.nc.Close()
-	}
-	if b.sink != nil {
-		_ = b.sink.Close()
-	}
-	if b.ns != nil {
-		b.ns.stop()
-	}
+	return &backlog{st}, nil
 }
 
 // drainRun pre-publishes n notifications and times an in-process relay

@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/event"
-	"github.com/mailrelay/mailrelay/internal/config"
 	"github.com/mailrelay/mailrelay/internal/hold"
 	"github.com/mailrelay/mailrelay/internal/provision"
 	"github.com/mailrelay/mailrelay/internal/relay"
@@ -81,33 +80,21 @@ func volumeEvent(run string, i, users int, now time.Time) *event.Event {
 // recipients opted in to every type, for a relay with concurrency k and
 // the given batching window.
 type volumeEnv struct {
-	ns   *natsServer
-	sink *sink.Sink
-	vars map[string]string
-	cfg  *config.Config
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	h    *provision.Handles
+	*stack
+	h *provision.Handles
 }
 
 func newVolumeEnv(k, users int, window time.Duration, so sink.Options) (e *volumeEnv, err error) {
-	e = &volumeEnv{}
+	st, err := newStack(k, so, map[string]string{"MAILRELAY_BATCH_WINDOW": window.String()})
+	if err != nil {
+		return nil, err
+	}
+	e = &volumeEnv{stack: st}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
-	if e.ns, err = startNATS(); err != nil {
-		return nil, err
-	}
-	if e.sink, err = sink.Start(so); err != nil {
-		return nil, err
-	}
-	e.vars = relayVars(e.ns.url, e.sink.Addr(), k)
-	e.vars["MAILRELAY_BATCH_WINDOW"] = window.String()
-	if e.cfg, err = loadConfig(e.vars); err != nil {
-		return nil, err
-	}
 	if e.cfg.Relay.BatchWindow != window {
 		return nil, fmt.Errorf("config: batch window %s, want %s", e.cfg.Relay.BatchWindow, window)
 	}
@@ -151,18 +138,6 @@ func newVolumeEnv(k, users int, window time.Duration, so sink.Options) (e *volum
 	}
 	logf("volume: %d users opted in", users)
 	return e, nil
-}
-
-func (e *volumeEnv) close() {
-	if e.nc != nil {
-		e.nc.Close()
-	}
-	if e.sink != nil {
-		_ = e.sink.Close()
-	}
-	if e.ns != nil {
-		e.ns.stop()
-	}
 }
 
 // publish publishes notifications from to from+n of a run with users

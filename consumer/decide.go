@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -400,30 +401,30 @@ func afterSend(f Facts, p policy.Policy) Decision {
 	rec := claimRecord(f)
 	why := failure(s.Err)
 	d := Decision{Step: Act, Write: &Write{Mode: Put, Key: f.Event.ID}}
-	switch {
-	case s.NotTried:
+	switch sendOutcomeOf(s, f.Delivery) {
+	case outNotTried:
 		// Released at once, and the claim's attempt is taken back.
 		rec.State, rec.Attempts, rec.Error = state.Retrying, prior.Attempts, prior.Error
 		d.Action, d.Reason = Nak, reasonShutdown
-	case s.WentStale:
+	case outStale:
 		// No attempt was made.
 		rec.State, rec.Error, rec.Attempts, rec.MessageID = state.SkippedStale, "", prior.Attempts, prior.MessageID
 		rec.UpdatedAt = s.At
 		d.Action, d.Reason = Ack, p.StaleReason()
-	case s.Err == nil:
+	case outSent:
 		rec.State, rec.Error = state.Sent, ""
 		d.Action, d.Reason = Ack, "sent"
-	case s.Stopping:
+	case outStopped:
 		// Interrupted mid-send: the attempt counts, the message comes back at once.
 		rec.State, rec.Error = state.Retrying, "interrupted by shutdown: "+why
 		d.Action, d.Reason = Nak, "shutdown"
-	case policy.Permanent(s.Err):
+	case outPermanent:
 		rec.State, rec.Error = state.InboxOnly, why
 		d.Action, d.Reason = Term, "permanent failure: "+why
 		if policy.RecipientRejected(s.Err) {
 			d.Suppress = &Suppression{Address: f.Event.Recipient.Email, Reason: why, Code: replyCode(s.Err)}
 		}
-	case f.Delivery >= policy.MaxDeliver:
+	case outExhausted:
 		rec.State, rec.Error = state.InboxOnly, why
 		d.Action, d.Reason = Term, fmt.Sprintf("attempts exhausted (%d): %s", f.Delivery, why)
 	default:
@@ -432,6 +433,40 @@ func afterSend(f Facts, p policy.Policy) Decision {
 	}
 	d.Write.Record = rec
 	return d
+}
+
+// sendOutcome is what a send's result means for what the mail carried:
+// the one order of these rules, for a single mail (afterSend) and a
+// window's (the Flusher).
+type sendOutcome int
+
+const (
+	outSent      sendOutcome = iota // the backend accepted it
+	outNotTried                     // shutting down before it went out: the attempt is taken back
+	outStale                        // it went stale waiting out slow-down pauses: nothing sent
+	outStopped                      // the shutdown timeout interrupted the send: the attempt counts, again at once
+	outPermanent                    // refused for good (or it cannot be composed)
+	outExhausted                    // a temporary failure of the last attempt
+	outRetry                        // a temporary failure: again after the retry delay
+)
+
+// sendOutcomeOf classifies s, the result of attempt n (1 to MaxDeliver).
+func sendOutcomeOf(s *SendResult, n int) sendOutcome {
+	switch {
+	case s.NotTried:
+		return outNotTried
+	case s.WentStale:
+		return outStale
+	case s.Err == nil:
+		return outSent
+	case s.Stopping:
+		return outStopped
+	case policy.Permanent(s.Err) || errors.Is(s.Err, event.ErrInvalid):
+		return outPermanent
+	case n >= policy.MaxDeliver:
+		return outExhausted
+	}
+	return outRetry
 }
 
 // skip records a rule that keeps the notification from being mailed. A

@@ -124,7 +124,7 @@ func (fl *Flusher) Run(ctx context.Context) error {
 			defer func() { <-slots }()
 			// It may have waited in the pull's buffer: AckWait starts again now.
 			_ = msg.InProgress()
-			fl.Flush(work, keptAlive(msg, fl.h.policy.KeepAliveInterval()))
+			fl.flushDue(work, keptAlive(msg, fl.h.policy.KeepAliveInterval()))
 		}()
 	}
 }
@@ -138,11 +138,11 @@ type heldNote struct {
 	recorded bool // its outcome is written
 }
 
-// Flush flushes the window of one due message and acts on it: ack after
-// the window is decided (what stays held has its next window), leave when
-// a later delivery owns it, nak with a delay when NOTIFY_HELD cannot be
-// read. It is exported for tests; Run calls it.
-func (fl *Flusher) Flush(ctx context.Context, m *delivery) {
+// flushDue flushes the window of one due message and acts on it: ack
+// after the window is decided (what stays held has its next window), leave
+// when a later delivery owns it, nak with a delay when NOTIFY_HELD cannot
+// be read.
+func (fl *Flusher) flushDue(ctx context.Context, m *delivery) {
 	h := fl.h
 	meta, err := m.Metadata()
 	if err != nil {
@@ -413,7 +413,9 @@ func (fl *Flusher) send(ctx context.Context, recipient string, include []*heldNo
 		res = SendResult{Err: fmt.Errorf("%w: compose: %v", event.ErrInvalid, err), At: h.now()}
 		log.Error("window's mail cannot be composed", zap.Error(err))
 	} else {
-		res = fl.sendRecovered(ctx, mail, latest)
+		h.obs.InFlight(1)
+		res = h.sendRecovered(ctx, mail, latest, zap.String("message_id", mail.MessageID))
+		h.obs.InFlight(-1)
 	}
 	fl.outcome(ctx, carried, mail, res, log)
 }
@@ -443,22 +445,6 @@ func (fl *Flusher) claimAgain(ctx context.Context, n *heldNote, seq uint64, deli
 	return state.ErrConflict
 }
 
-// sendRecovered sends mail, a panic of the backend turned into a temporary failure.
-func (fl *Flusher) sendRecovered(ctx context.Context, mail *compose.Message, latest time.Time) (res SendResult) {
-	h := fl.h
-	defer func() {
-		if p := recover(); p != nil {
-			h.log.Error("panic while sending a window's mail", zap.Any("panic", p), zap.Stack("stack"))
-			res = SendResult{Err: fmt.Errorf("send panicked: %v", p), Stopping: ctx.Err() != nil, At: h.now()}
-		}
-	}()
-	h.obs.InFlight(1)
-	defer h.obs.InFlight(-1)
-	err := h.send(ctx, mail, latest)
-	return SendResult{Err: err, NotTried: errors.Is(err, errNotTried), WentStale: errors.Is(err, errStale),
-		Stopping: ctx.Err() != nil, At: h.now()}
-}
-
 // outcome records what the send of a window's mail means for each
 // notification it carried, as afterSend does for one.
 func (fl *Flusher) outcome(ctx context.Context, carried []*heldNote, mail *compose.Message, res SendResult, log *zap.Logger) {
@@ -476,25 +462,29 @@ func (fl *Flusher) outcome(ctx context.Context, carried []*heldNote, mail *compo
 		}
 		rec.Batch = len(carried)
 		d := ItemDecision{Verdict: Skip}
-		switch {
-		case res.NotTried:
+		switch sendOutcomeOf(&res, rec.Attempts) {
+		case outNotTried:
 			// Nothing went out: back to deferred, the attempt taken back.
 			rec.State, rec.Attempts, rec.Until, rec.Batch = state.Deferred, n.f.Record.Attempts, n.item.Due, 0
 			rec.Error, rec.MessageID = n.f.Record.Error, n.f.Record.MessageID
 			d = wait(h.now(), reasonShutdown)
-		case res.WentStale:
+		case outStale:
 			rec.State, rec.Attempts, rec.Batch = state.SkippedStale, n.f.Record.Attempts, 0
 			d.Reason = h.policy.StaleReason()
-		case res.Err == nil:
+		case outSent:
 			rec.State = state.Sent
 			d.Reason = fmt.Sprintf("sent in a mail of %d", len(carried))
-		case policy.Permanent(res.Err) || errors.Is(res.Err, event.ErrInvalid):
+		case outStopped:
+			// Interrupted mid-send: the attempt counts; the window comes back at once.
+			rec.State, rec.Error = state.Retrying, "interrupted by shutdown: "+why
+			d = wait(h.now(), "shutdown")
+		case outPermanent:
 			rec.State, rec.Error = state.InboxOnly, why
 			d.Reason = "permanent failure: " + why
 			if policy.RecipientRejected(res.Err) {
 				supp = &Suppression{Address: n.ev.Recipient.Email, Reason: why, Code: replyCode(res.Err)}
 			}
-		case rec.Attempts >= policy.MaxDeliver:
+		case outExhausted:
 			rec.State, rec.Error = state.InboxOnly, why
 			d.Reason = fmt.Sprintf("attempts exhausted (%d): %s", rec.Attempts, why)
 		default:

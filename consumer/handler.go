@@ -461,7 +461,7 @@ func (h *Handler) deliver(ctx context.Context, j *job) Decision {
 	if d := h.advance(ctx, j, true); d.Step != Send {
 		return d
 	}
-	res := h.sendRecovered(ctx, j)
+	res := h.sendRecovered(ctx, j.mail, j.f.Event.OccurredAt, zap.Uint64("stream_seq", j.f.Seq))
 	j.f.Sent = &res
 	return Decide(j.f, h.policy)
 }

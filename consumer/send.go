@@ -24,14 +24,16 @@ var errStale = errors.New("notification went stale before it could be sent")
 // sendRecovered is send, with a panic of the backend turned into a
 // temporary failure: the event is not at fault, the mail may or may not be
 // out, and the outcome is recorded under the id like any other attempt's.
-func (h *Handler) sendRecovered(ctx context.Context, j *job) (res SendResult) {
+// It serves a notification's mail and a window's (occurred is the latest
+// occurred_at it carries); ref names the mail in the log.
+func (h *Handler) sendRecovered(ctx context.Context, mail *compose.Message, occurred time.Time, ref zap.Field) (res SendResult) {
 	defer func() {
 		if p := recover(); p != nil {
-			h.log.Error("panic while sending a notification", zap.Uint64("stream_seq", j.f.Seq), zap.Any("panic", p), zap.Stack("stack"))
+			h.log.Error("panic while sending a mail", ref, zap.Any("panic", p), zap.Stack("stack"))
 			res = SendResult{Err: fmt.Errorf("send panicked: %v", p), Stopping: ctx.Err() != nil, At: h.now()}
 		}
 	}()
-	err := h.send(ctx, j.mail, j.f.Event.OccurredAt)
+	err := h.send(ctx, mail, occurred)
 	return SendResult{Err: err, NotTried: errors.Is(err, errNotTried), WentStale: errors.Is(err, errStale),
 		Stopping: ctx.Err() != nil, At: h.now()}
 }

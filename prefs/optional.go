@@ -18,9 +18,10 @@ type Batch struct {
 	Window time.Duration
 }
 
-// maxBatchWindow is the longest batching window a user may choose: mail
-// held longer than a day is no longer news.
-const maxBatchWindow = 24 * time.Hour
+// MaxBatchWindow is the longest batching window a user may choose (and,
+// in internal/policy, the relay's MAILRELAY_BATCH_WINDOW and
+// MAILRELAY_SEEN_DELAY): mail held longer than a day is no longer news.
+const MaxBatchWindow = 24 * time.Hour
 
 // optional is what a stored value's optional fields (contract §9.2) say.
 // Each is read on its own: one that is malformed is ignored (as if absent)
@@ -190,7 +191,7 @@ func clock(r json.RawMessage) (int, bool) {
 	return h*60 + m, true
 }
 
-// batch reads a stored batch: a Go duration from 0 to maxBatchWindow, or
+// batch reads a stored batch: a Go duration from 0 to MaxBatchWindow, or
 // "off" (the same as 0). null and "" are absent; anything else is ignored,
 // with why.
 func batch(raw json.RawMessage) (Batch, string) {
@@ -213,7 +214,7 @@ func batch(raw json.RawMessage) (Batch, string) {
 		return Batch{}, " is " + describe(raw) + `, not a duration such as "10m", or "off"`
 	case d < 0:
 		return Batch{}, " is " + describe(raw) + ", negative"
-	case d > maxBatchWindow:
+	case d > MaxBatchWindow:
 		return Batch{}, " is " + describe(raw) + ", longer than 24h"
 	}
 	return Batch{Set: true, Window: d}, ""

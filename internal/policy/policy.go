@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailrelay/mailrelay/internal/transport"
+	"github.com/mailrelay/mailrelay/prefs"
 )
 
 // MaxDeliver is how many times JetStream delivers one notification (contract
@@ -88,8 +89,9 @@ type Policy struct {
 	SeenDelay time.Duration
 }
 
-// MaxBatchWindow bounds MAILRELAY_BATCH_WINDOW and the "batch" preference.
-const MaxBatchWindow = 24 * time.Hour
+// MaxBatchWindow bounds MAILRELAY_BATCH_WINDOW and MAILRELAY_SEEN_DELAY,
+// as it bounds the "batch" preference.
+const MaxBatchWindow = prefs.MaxBatchWindow
 
 // Hold says whether a notification that occurred at occurred, decided at
 // now, waits before its mail goes out (contract §9.3), and until when at

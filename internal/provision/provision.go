@@ -283,61 +283,59 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) (*Handles
 		return nil, fmt.Errorf("provision: %w", err)
 	}
 	if o.Replicas > 1 {
-		// Publishers and the app write right after provisioning: a new
-		// replicated stream takes a moment to elect its leader, and until
-		// it has one a publish gets "no response from stream".
-		for _, name := range []string{Stream, "KV_" + prefs.Bucket, "KV_" + SeenBucket} {
-			if err := waitLeader(ctx, js, name); err != nil {
-				return nil, fmt.Errorf("provision: %w", err)
-			}
-		}
-		// A bucket's reads are direct gets, answered once a replica is
-		// current: until then a read gets "no responders".
-		for _, kv := range []jetstream.KeyValue{h.Prefs, h.Seen} {
-			if err := waitReads(ctx, kv); err != nil {
-				return nil, fmt.Errorf("provision: %w", err)
-			}
+		if err := waitUsable(ctx, js, &h); err != nil {
+			return nil, fmt.Errorf("provision: %w", err)
 		}
 	}
 	return &h, nil
 }
 
-// waitReads waits until a read of kv is answered (a missing key is an
-// answer), asking again every 100 ms, within ctx.
-func waitReads(ctx context.Context, kv jetstream.KeyValue) error {
+// waitUsable waits until what publishers and the app use right after
+// provisioning answers: a new replicated stream takes a moment to elect its
+// leader (until then a publish gets "no response from stream"), and a
+// bucket's reads are direct gets, answered once a replica is current
+// (until then "no responders").
+func waitUsable(ctx context.Context, js jetstream.JetStream, h *Handles) error {
+	for _, name := range []string{Stream, "KV_" + prefs.Bucket, "KV_" + SeenBucket} {
+		err := poll(ctx, "stream "+name+": no leader elected", func(ctx context.Context) error {
+			s, err := js.Stream(ctx, name)
+			if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader == "" {
+				err = errors.New("no leader yet")
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, kv := range []jetstream.KeyValue{h.Prefs, h.Seen} {
+		err := poll(ctx, "bucket "+kv.Bucket()+": reads not answered", func(ctx context.Context) error {
+			_, err := kv.Get(ctx, "mailrelay-provision-probe")
+			if errors.Is(err, jetstream.ErrKeyNotFound) { // a missing key is an answer
+				err = nil
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poll tries try (each try gets a second) every 100 ms until it succeeds
+// or ctx ends; then the error says what and the last failure.
+func poll(ctx context.Context, what string, try func(context.Context) error) error {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := kv.Get(rctx, "mailrelay-provision-probe")
+		err := try(rctx)
 		cancel()
-		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("bucket %s: reads not answered: %w", kv.Bucket(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// waitLeader waits until stream name has a leader (its info names one),
-// asking again every 100 ms, within ctx.
-func waitLeader(ctx context.Context, js jetstream.JetStream, name string) error {
-	for {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		s, err := js.Stream(rctx, name)
-		cancel()
-		if err == nil {
-			if c := s.CachedInfo().Cluster; c == nil || c.Leader != "" {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = errors.New("no leader elected")
-			}
-			return fmt.Errorf("stream %s: %w", name, err)
+			return fmt.Errorf("%s: %w", what, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -366,48 +364,29 @@ func advisoryConsumerConfig(o Options) jetstream.ConsumerConfig {
 	}
 }
 
+// bucketConfig is a bucket of one value per key, on file, with o's
+// replicas (ttl 0: no expiry).
+func bucketConfig(o Options, name, description string, ttl time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: name, Description: description, History: 1, TTL: ttl,
+		Storage: jetstream.FileStorage, Replicas: o.Replicas}
+}
+
 func prefsConfig(o Options) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket:      prefs.Bucket,
-		Description: "per-user notification email preferences",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-	}
+	return bucketConfig(o, prefs.Bucket, "per-user notification email preferences", 0)
 }
 
 func suppressedConfig(o Options) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket:      suppress.Bucket,
-		Description: "addresses mail is not sent to (key: hex SHA-256 of the lower-cased address)",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-	}
+	return bucketConfig(o, suppress.Bucket, "addresses mail is not sent to (key: hex SHA-256 of the lower-cased address)", 0)
 }
 
 func stateConfig(o Options) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket:      state.Bucket,
-		Description: "what became of each notification",
-		History:     1,
-		TTL:         o.StateTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-	}
+	return bucketConfig(o, state.Bucket, "what became of each notification", o.StateTTL)
 }
 
 // seenConfig is the notify_seen bucket: a seen mark only matters while its
 // notification can still be mailed, so it lives as long as NOTIFY keeps
 // the notification (o.MaxAge).
 func seenConfig(o Options) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket: SeenBucket,
-		Description: "notification ids the recipient saw in the app (written by the app); " +
-			"kept for NOTIFY's max age, while a notification can still be mailed",
-		History:  1,
-		TTL:      o.MaxAge,
-		Storage:  jetstream.FileStorage,
-		Replicas: o.Replicas,
-	}
+	return bucketConfig(o, SeenBucket, "notification ids the recipient saw in the app (written by the app); "+
+		"kept for NOTIFY's max age, while a notification can still be mailed", o.MaxAge)
 }
